@@ -1,0 +1,68 @@
+"""Datasets: immutable rows, versions as snapshots, back-links to the traces rows came from."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from keel.core.hashing import content_hash
+
+
+class RowSource(BaseModel):
+    """Where a row came from: the trace/span, prompt version, route and model that produced it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    trace_id: str | None = None
+    span_id: str | None = None
+    prompt_name: str | None = None
+    prompt_version: int | None = None
+    route: str | None = None
+    model: str | None = None
+    scores: dict[str, float] = Field(default_factory=dict)
+
+
+class Row(BaseModel):
+    """One immutable dataset row."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = ""
+    input: Any = None
+    expected_output: Any = None
+    context: list[str] = Field(default_factory=list)
+    agent_steps: list[dict[str, Any]] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    split: str | None = None
+    source: RowSource | None = None
+
+    def content_hash(self) -> str:
+        """Hash of the row's content (not its id): duplicates share it."""
+        return content_hash(self.model_dump(mode="json", exclude={"id"}))
+
+
+class Dataset(BaseModel):
+    """A named dataset."""
+
+    id: str
+    project_id: str
+    name: str
+    description: str | None = None
+    created_at: datetime
+    latest_version: int = 0
+
+
+class DatasetVersion(BaseModel):
+    """A snapshot: an ordered list of row ids."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dataset_id: str
+    version: int
+    row_count: int
+    content_hash: str
+    message: str | None = None
+    created_at: datetime

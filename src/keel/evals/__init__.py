@@ -1,0 +1,1 @@
+"""Evaluators: the registry, built-ins, judges, runner and gates."""

@@ -1,0 +1,79 @@
+"""``create_app(settings, store)``: the one ASGI app that serves every part of Keel.
+
+Each resource lives in its own module under ``keel.server.routes``. A module exposes
+``router`` and may expose ``async def startup(ctx)`` / ``async def shutdown(ctx)`` for
+background work it owns (the ingest writer, gateway clients); the app's lifespan calls them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+
+from keel import __version__
+from keel.server.auth import Authenticator, is_loopback
+from keel.server.deps import AppContext
+from keel.server.errors import install_error_handlers
+from keel.server.limits import BodyLimitMiddleware
+from keel.settings import Settings
+from keel.storage.base import Store
+
+log = logging.getLogger("keel.server")
+
+# Router modules, in mount order. Each has `router`, optionally `startup`/`shutdown`.
+ROUTER_MODULES = [
+    "keel.server.routes.health",
+    "keel.server.routes.projects",
+]
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
+    """Build the app. Nothing starts until the ASGI server runs its lifespan."""
+    settings = settings or Settings()
+    if store is None:
+        from keel.storage import open_store
+
+        store = open_store(settings.store.url)
+    allow_open = is_loopback(settings.server.host) and settings.server.allow_open is not False
+    auth = Authenticator(store=store, allow_open=allow_open)
+    ctx = AppContext(settings=settings, store=store, auth=auth)
+    modules = [importlib.import_module(m) for m in ROUTER_MODULES]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started: list[Any] = []
+        try:
+            for mod in modules:
+                if hasattr(mod, "startup"):
+                    await mod.startup(ctx)
+                    started.append(mod)
+            yield
+        finally:
+            for mod in reversed(started):
+                if hasattr(mod, "shutdown"):
+                    try:
+                        await mod.shutdown(ctx)
+                    except Exception:
+                        log.exception("shutdown of %s failed", mod.__name__)
+
+    app = FastAPI(
+        title="Keel",
+        version=__version__,
+        description="LLMOps reliability platform: traces, prompts, datasets, evaluators, gateway, releases.",
+        lifespan=lifespan,
+    )
+    app.state.keel = ctx
+    install_error_handlers(app)
+    for mod in modules:
+        app.include_router(mod.router)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.server.max_body_bytes,
+        overrides={"/v1/traces": settings.tracing.max_body_bytes},
+    )
+    return app

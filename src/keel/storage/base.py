@@ -1,0 +1,35 @@
+"""The ``Store`` facade: one object holding each area's store, whatever the backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keel.core.clock import Clock
+from keel.storage.projects import ProjectStore
+
+
+class Store:
+    """All of Keel's persistent record, grouped by area.
+
+    Each attribute implements that area's protocol (see ``keel.storage.<area>``). Backends
+    construct it; callers never depend on which backend they have.
+    """
+
+    backend: str
+    url: str
+    clock: Clock
+    projects: ProjectStore
+    spans: Any
+    prompts: Any
+    datasets: Any
+    evals: Any
+    gateway: Any
+    releases: Any
+
+    def ping(self) -> None:
+        """Raise :class:`keel.errors.StoreError` if the store cannot be reached."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections and background writers."""
+        raise NotImplementedError

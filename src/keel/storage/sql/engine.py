@@ -1,0 +1,105 @@
+"""SQLAlchemy engines for SQLite and Postgres, with Keel's transaction rules.
+
+SQLite runs in WAL mode with ``synchronous=NORMAL`` (a committed transaction survives a killed
+process) and a busy timeout. Writes go through :meth:`Database.write`, which takes a
+process-wide lock and ``BEGIN IMMEDIATE`` so concurrent writers queue instead of failing with
+"database is locked". Postgres uses ordinary transactions from a pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from keel.errors import ConflictError, StoreError
+
+metadata = sa.MetaData()
+
+
+class Database:
+    """An engine plus the write discipline of its dialect."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self._write_lock = threading.RLock() if self.is_sqlite else None
+        if self.is_sqlite:
+            self.engine: Engine = sa.create_engine(
+                url,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                pool_size=pool_size,
+                max_overflow=20,
+            )
+            self._install_sqlite_hooks(self.engine)
+        else:
+            self.engine = sa.create_engine(
+                url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True, pool_recycle=1800
+            )
+
+    @staticmethod
+    def _install_sqlite_hooks(engine: Engine) -> None:
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _rec: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA temp_store=MEMORY")
+            cur.execute("PRAGMA cache_size=-65536")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            if conn.get_execution_options().get("keel_write"):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.exec_driver_sql("BEGIN")
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction; commits on success, rolls back on error."""
+        lock = self._write_lock or contextlib.nullcontext()
+        with lock, translate_errors():
+            conn = self.engine.connect().execution_options(keel_write=True)
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.close()
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only connection (a consistent snapshot for its transaction)."""
+        with translate_errors(), self.engine.connect() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    """Map database driver errors into Keel's error tree."""
+    try:
+        yield
+    except IntegrityError as e:
+        raise ConflictError(f"conflicts with stored data: {str(e.orig).splitlines()[0]}")
+    except OperationalError as e:
+        raise StoreError(
+            f"the store is unavailable: {str(e.orig).splitlines()[0] if e.orig else e}",
+            hint="check that the database is running and reachable, then retry",
+        )
+    except DBAPIError as e:
+        if e.connection_invalidated:
+            raise StoreError("lost the connection to the store", hint="retry; check the database")
+        raise StoreError(f"store error: {str(e.orig).splitlines()[0] if e.orig else e}")
