@@ -1,1 +1,1 @@
-"""Keel otlp."""
+"""OTLP: decode and encode OTLP/HTTP payloads; normalize instrumentation dialects to ``LlmCall``."""
