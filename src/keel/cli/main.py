@@ -6,6 +6,7 @@ import typer
 
 from keel import __version__
 from keel.cli.common import CliState
+from keel.cli.demo import demo
 from keel.cli.keys import keys_app, projects_app
 from keel.cli.serve import serve
 
@@ -37,6 +38,7 @@ def version() -> None:
 
 
 app.command("serve")(serve)
+app.command("demo")(demo)
 app.add_typer(keys_app, name="keys")
 app.add_typer(projects_app, name="projects")
 
