@@ -23,7 +23,7 @@ demo: install
 	$(BIN)/keel demo
 
 lint: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
 
 typecheck: install
 	$(BIN)/mypy
