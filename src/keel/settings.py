@@ -67,6 +67,9 @@ class Settings(_Section):
         default_factory=dict, description="validated by keel.gateway.config"
     )
     evals: dict[str, Any] = Field(default_factory=dict)
+    prompts: dict[str, Any] = Field(
+        default_factory=dict, description="prompt registry: webhooks = [{url, secret, events}]"
+    )
     source: str | None = Field(None, description="the file these settings were read from")
 
 

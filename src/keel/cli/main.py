@@ -7,6 +7,7 @@ import typer
 from keel import __version__
 from keel.cli.common import CliState
 from keel.cli.demo import demo
+from keel.cli.eval import eval_app
 from keel.cli.keys import keys_app, projects_app
 from keel.cli.serve import serve
 
@@ -41,6 +42,7 @@ app.command("serve")(serve)
 app.command("demo")(demo)
 app.add_typer(keys_app, name="keys")
 app.add_typer(projects_app, name="projects")
+app.add_typer(eval_app, name="eval")
 
 
 def main() -> None:

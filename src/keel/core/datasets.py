@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -65,4 +67,21 @@ class DatasetVersion(BaseModel):
     row_count: int
     content_hash: str
     message: str | None = None
+    author: str | None = None
     created_at: datetime
+
+
+def row_id(row: Row) -> str:
+    """The id a row gets in a dataset: derived from its content, so duplicates share it."""
+    return "row_" + row.content_hash().removeprefix("sha256:")[:32]
+
+
+def snapshot_hash(row_ids: Iterable[str]) -> tuple[str, int]:
+    """``(content hash, row count)`` of an ordered list of row ids (a version's identity)."""
+    h = hashlib.sha256()
+    n = 0
+    for rid in row_ids:
+        h.update(rid.encode("utf-8"))
+        h.update(b"\n")
+        n += 1
+    return "sha256:" + h.hexdigest(), n

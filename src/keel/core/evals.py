@@ -31,6 +31,9 @@ class Score(BaseModel):
     reason: str | None = None
     details: dict[str, Any] = Field(default_factory=dict)
     judge_model: str | None = None
+    judge_prompt_hash: str | None = Field(
+        default=None, description="content hash of the judge prompt version, when a judge ran"
+    )
     error: str | None = None
     latency_ms: float | None = None
     target_kind: Literal["row", "span", "trace", "adhoc"] = "adhoc"
@@ -70,3 +73,33 @@ class EvalRun(BaseModel):
     summary: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
     finished_at: datetime | None = None
+
+
+class EvalRowResult(BaseModel):
+    """One row × repeat of an eval run: the target's output and every evaluator's score.
+
+    ``error`` is set when the target failed on this row (the run goes on); an evaluator's own
+    failure is recorded on its Score instead.
+    """
+
+    run_id: str
+    row_id: str
+    repeat: int = 0
+    row_index: int = 0
+    input: Any = None
+    expected_output: Any = None
+    output: Any = None
+    error: str | None = None
+    scores: list[Score] = Field(default_factory=list)
+    latency_ms: float | None = None
+    cost_usd: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached: bool = False
+    request_hash: str | None = None
+    trace_id: str | None = None
+    created_at: datetime | None = None
+
+    def score_for(self, evaluator: str) -> Score | None:
+        """This row's score from ``evaluator`` (by name), if any."""
+        return next((s for s in self.scores if s.evaluator == evaluator), None)

@@ -115,6 +115,8 @@ class LlmCall(BaseModel):
     input_tokens: int | None = None
     output_tokens: int | None = None
     cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
     total_tokens: int | None = None
     cost_usd: float | None = None
     cost_source: str | None = None
@@ -135,6 +137,8 @@ class LlmCall(BaseModel):
     agent_step: int | None = None
     tool_name: str | None = None
     error_type: str | None = None
+    response_id: str | None = None
+    conversation_id: str | None = None
     dialect: str | None = None
 
     @property

@@ -2,21 +2,25 @@
 
 Usage::
 
-    Groundedness().evaluate(response=answer, context=docs)   # -> Score(.score, .passed, .reason)
+    Contains(value="refund").evaluate(response=answer)   # -> Score(.score, .passed, .reason)
 
-Subclasses implement :meth:`Evaluator._evaluate` and return a value in [0, 1] (higher is better)
-plus a reason and details; the base class validates inputs, applies the threshold, times the
-call and turns exceptions into a recorded error on the Score (never NaN, never an abort).
+Subclasses implement :meth:`Evaluator._evaluate` and return a value in [0, 1] (higher is better
+unless ``higher_is_better`` is False) plus a reason and details; the base class validates
+inputs, applies the threshold, times the call and turns exceptions into a recorded error on the
+Score (never NaN, never an abort). Evaluators are synchronous; batch helpers run them on a
+thread pool (see :mod:`keel.evals.evaluate`).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from keel.core.evals import Score
+from keel.core.evals import EvaluatorRef, Score
+from keel.core.hashing import content_hash
 from keel.errors import InvalidInputError
 
 # The inputs an evaluator may declare; batch rows and spans are mapped onto these names.
@@ -42,17 +46,29 @@ INPUT_NAMES = frozenset(
 
 @dataclass
 class EvalResult:
-    """What an evaluator computes before the base class wraps it into a Score."""
+    """What an evaluator computes before the base class wraps it into a Score.
 
-    value: float
+    ``error`` marks a failed evaluation that still carries evidence (for example a judge that
+    answered garbage three times): the Score gets ``value=None`` and the error text.
+    """
+
+    value: float | None
     reason: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     judge_model: str | None = None
+    judge_prompt_hash: str | None = None
     passed: bool | None = None  # set to override the threshold rule
+    error: str | None = None
 
 
 class Evaluator:
-    """Base class of every evaluator."""
+    """Base class of every evaluator.
+
+    Class attributes describe the evaluator (``name``, ``version``, ``required_inputs``,
+    ``optional_inputs``, ``default_threshold``, ``higher_is_better``); constructor keywords
+    configure one instance (``threshold=`` plus evaluator-specific options, kept in
+    ``self.config`` and hashed into eval runs).
+    """
 
     name: ClassVar[str] = "evaluator"
     version: ClassVar[str] = "1"
@@ -72,7 +88,25 @@ class Evaluator:
 
     def config_dict(self) -> dict[str, Any]:
         """The configuration that determines results (hashed into eval runs)."""
-        return {"name": self.name, "version": self.version, "threshold": self.threshold, **self.config}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "threshold": self.threshold,
+            **self.config,
+        }
+
+    def ref(self) -> EvaluatorRef:
+        """An :class:`EvaluatorRef` naming this evaluator, its version and its config hash."""
+        try:
+            h: str | None = content_hash(self.config_dict())
+        except (TypeError, ValueError):
+            h = None
+        return EvaluatorRef(name=self.name, version=self.version, config_hash=h)
+
+    @property
+    def inputs(self) -> frozenset[str]:
+        """Every input this evaluator reads (required and optional)."""
+        return self.required_inputs | self.optional_inputs
 
     def _evaluate(self, **inputs: Any) -> EvalResult:
         raise NotImplementedError
@@ -81,13 +115,31 @@ class Evaluator:
         unknown = set(inputs) - INPUT_NAMES
         if unknown:
             raise InvalidInputError(
-                f"{self.name} got unknown input(s) {sorted(unknown)}", hint=f"inputs are {sorted(INPUT_NAMES)}"
+                f"{self.name} got unknown input(s) {sorted(unknown)}",
+                hint=f"inputs are {sorted(INPUT_NAMES)}",
             )
         missing = [k for k in self.required_inputs if inputs.get(k) is None]
         if missing:
-            raise InvalidInputError(f"{self.name} needs {sorted(missing)}", hint=f"pass {', '.join(sorted(missing))}=...")
-        allowed = self.required_inputs | self.optional_inputs
+            raise InvalidInputError(
+                f"{self.name} needs {sorted(missing)}", hint=f"pass {', '.join(sorted(missing))}=..."
+            )
+        allowed = self.inputs
         return {k: v for k, v in inputs.items() if k in allowed and v is not None}
+
+    def _error_score(self, error: str, t0: float, res: EvalResult | None = None) -> Score:
+        return Score(
+            evaluator=self.name,
+            evaluator_version=self.version,
+            value=None,
+            passed=None,
+            threshold=self.threshold,
+            reason=res.reason if res else None,
+            details=res.details if res else {},
+            judge_model=res.judge_model if res else None,
+            judge_prompt_hash=res.judge_prompt_hash if res else None,
+            error=error,
+            latency_ms=(time.perf_counter() - t0) * 1000,
+        )
 
     def evaluate(self, **inputs: Any) -> Score:
         """Evaluate one example. Missing inputs raise; evaluator failures become ``Score.error``."""
@@ -98,15 +150,11 @@ class Evaluator:
         except InvalidInputError:
             raise
         except Exception as e:  # recorded on the row, never an aborted run
-            return Score(
-                evaluator=self.name,
-                evaluator_version=self.version,
-                value=None,
-                passed=None,
-                threshold=self.threshold,
-                error=f"{type(e).__name__}: {e}",
-                latency_ms=(time.perf_counter() - t0) * 1000,
-            )
+            return self._error_score(f"{type(e).__name__}: {e}", t0)
+        if res.error is not None:
+            return self._error_score(res.error, t0, res)
+        if res.value is None or not math.isfinite(float(res.value)):
+            return self._error_score(f"evaluator returned a non-finite value {res.value!r}", t0, res)
         value = min(1.0, max(0.0, float(res.value)))
         if res.passed is not None:
             passed = res.passed
@@ -123,9 +171,14 @@ class Evaluator:
             reason=res.reason,
             details=res.details,
             judge_model=res.judge_model,
+            judge_prompt_hash=res.judge_prompt_hash,
             latency_ms=(time.perf_counter() - t0) * 1000,
         )
 
     def evaluate_many(self, rows: Iterable[Mapping[str, Any]]) -> list[Score]:
-        """Evaluate many examples (each a mapping of inputs)."""
+        """Evaluate many examples (each a mapping of inputs); see also :func:`keel.evals.evaluate.evaluate_rows`."""
         return [self.evaluate(**dict(r)) for r in rows]
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in self.config.items())
+        return f"{type(self).__name__}(threshold={self.threshold}{extra})"

@@ -29,6 +29,11 @@ log = logging.getLogger("keel.server")
 ROUTER_MODULES = [
     "keel.server.routes.health",
     "keel.server.routes.projects",
+    "keel.server.routes.prompts",
+    "keel.server.routes.datasets",
+    "keel.server.routes.otlp",
+    "keel.server.routes.traces",
+    "keel.server.routes.gateway",
 ]
 
 

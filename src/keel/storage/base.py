@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from keel.core.clock import Clock
+from keel.storage.datasets import DatasetStore
+from keel.storage.evals import EvalStore
+from keel.storage.gateway import GatewayStore
 from keel.storage.projects import ProjectStore
+from keel.storage.prompts import PromptStore
+from keel.storage.spans import SpanStore
 
 
 class Store:
@@ -19,11 +24,11 @@ class Store:
     url: str
     clock: Clock
     projects: ProjectStore
-    spans: Any
-    prompts: Any
-    datasets: Any
-    evals: Any
-    gateway: Any
+    spans: SpanStore
+    prompts: PromptStore
+    datasets: DatasetStore
+    evals: EvalStore
+    gateway: GatewayStore
     releases: Any
 
     def ping(self) -> None:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from keel.core.clock import Clock, SystemClock
 from keel.storage.base import Store
+from keel.storage.sql.datasets import SqlDatasetStore
 from keel.storage.sql.engine import Database
+from keel.storage.sql.evals import SqlEvalStore
+from keel.storage.sql.gateway import SqlGatewayStore
 from keel.storage.sql.migrate import migrate as apply_migrations
 from keel.storage.sql.projects import SqlProjectStore
+from keel.storage.sql.prompts import SqlPromptStore
+from keel.storage.sql.spans import SqlSpanStore
 
 
 class SqlStore(Store):
@@ -22,6 +27,11 @@ class SqlStore(Store):
         if migrate:
             apply_migrations(self.db)
         self.projects = SqlProjectStore(self.db, self.clock)
+        self.spans = SqlSpanStore(self.db)
+        self.prompts = SqlPromptStore(self.db, self.clock)
+        self.datasets = SqlDatasetStore(self.db, self.clock)
+        self.gateway = SqlGatewayStore(self.db)
+        self.evals = SqlEvalStore(self.db, self.clock)
 
     def ping(self) -> None:
         """Run a trivial query; raises StoreError when unreachable."""

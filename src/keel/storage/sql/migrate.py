@@ -21,7 +21,7 @@ from keel.storage.sql.engine import Database
 Migration = Callable[[Connection, str], None]
 
 # Areas whose modules carry migrations, in apply order.
-AREAS = ["keel.storage.sql.projects"]
+AREAS = ["keel.storage.sql.projects", "keel.storage.sql.spans", "keel.storage.sql.prompts", "keel.storage.sql.datasets", "keel.storage.sql.evals", "keel.storage.sql.gateway"]
 
 _SCHEMA_DDL = (
     "CREATE TABLE IF NOT EXISTS keel_schema ("

@@ -1,0 +1,57 @@
+"""Disk cache of MiniLM sentence embeddings for the benchmarks (under /tmp, never committed).
+
+Embedding the 80k QQP sentences takes minutes on 2 cores, so vectors are kept in shards
+(``<dir>/shard-NNNN.npz`` holding ``texts`` and ``vecs``) and reused across runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_DIR = Path(os.environ.get("KEEL_BENCH_EMB_CACHE", "/tmp/keel-bench-emb/minilm-int8"))
+
+
+def load_cache(cache_dir: Path = DEFAULT_DIR) -> dict[str, np.ndarray]:
+    """Every cached text → vector."""
+    out: dict[str, np.ndarray] = {}
+    if not cache_dir.exists():
+        return out
+    for f in sorted(cache_dir.glob("shard-*.npz")):
+        with np.load(f, allow_pickle=False) as z:
+            for t, v in zip(z["texts"].tolist(), z["vecs"], strict=True):
+                out[t] = v
+    return out
+
+
+def embed_cached(
+    texts: list[str], cache_dir: Path = DEFAULT_DIR, *, shard: int = 2000, verbose: bool = True
+) -> dict[str, np.ndarray]:
+    """Vectors for ``texts``, embedding (and caching) only those not on disk yet."""
+    from keel.ml.embeddings import get_embedder
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    have = load_cache(cache_dir)
+    todo = sorted({t for t in texts if t not in have})
+    if todo:
+        emb = get_embedder()
+        n_existing = len(list(cache_dir.glob("shard-*.npz")))
+        t0 = time.perf_counter()
+        for i in range(0, len(todo), shard):
+            chunk = todo[i : i + shard]
+            vecs = emb.embed(chunk, batch_size=64)
+            np.savez(
+                cache_dir / f"shard-{n_existing:04d}.npz", texts=np.array(chunk, dtype=str), vecs=vecs
+            )
+            n_existing += 1
+            for t, v in zip(chunk, vecs, strict=True):
+                have[t] = v
+            if verbose:
+                done = min(i + shard, len(todo))
+                el = time.perf_counter() - t0
+                print(f"  embedded {done}/{len(todo)} in {el:.0f}s", file=sys.stderr, flush=True)
+    return have

@@ -1,0 +1,454 @@
+"""OTLP ingest benchmark: persisted spans/s over HTTP, and trace-list latency over 1M spans.
+
+Part 1 starts ``keel serve`` as a subprocess (SQLite file, or Postgres), posts pre-encoded OTLP
+protobuf batches of realistic LLM spans (agent → LLM calls with a few KB of messages, tools,
+retrieval) from several client threads, and counts spans acknowledged with 200. A 200 means
+committed, so acknowledged/s *is* persisted/s; the stored count is checked at the end.
+
+Part 2 fills a SQLite store with ``--list-spans`` spans (default 1,000,000) through the store
+API and times the trace list (default page, filters, sorts, next page).
+
+Part 3 (``--phoenix URL``) posts the same payloads to an Arize Phoenix server.
+
+    .venv/bin/python bench/ingest.py --quick
+    .venv/bin/python bench/ingest.py --seconds 30 --postgres postgresql+psycopg://postgres@127.0.0.1:5432/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import http.client
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import orjson
+
+from keel.core.spans import Span, SpanEvent, SpanKind, SpanStatus
+from keel.otlp.encode import encode_protobuf
+
+WORDS = (
+    "the a customer order refund policy shipping account weather paris model answer question "
+    "context document retrieval tool result because however between system prompt assistant "
+    "user invoice payment delivery address warranty product return exchange support ticket "
+    "status update please thanks hello information details available according records show"
+).split()
+
+MODELS = ["gpt-4o-mini", "gpt-4o", "claude-sonnet-4-5", "gpt-4.1-mini"]
+PROVIDERS = {"gpt-4o-mini": "openai", "gpt-4o": "openai", "gpt-4.1-mini": "openai"}
+
+
+def _text(rng: random.Random, n_words: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n_words))
+
+
+def make_trace(rng: random.Random, t0: int, n_spans: int = 8, msg_words: int = 350) -> list[Span]:
+    """One agent trace: root agent span, LLM calls with messages, a tool and a retrieval."""
+    tid = rng.randbytes(16).hex()
+    root = rng.randbytes(8).hex()
+    resource = {
+        "service.name": rng.choice(["support-bot", "search-api", "billing-agent"]),
+        "service.version": "1.4.2",
+        "telemetry.sdk.name": "opentelemetry",
+        "telemetry.sdk.language": "python",
+        "telemetry.sdk.version": "1.45.2",
+        "deployment.environment": "prod",
+    }
+    spans = [
+        Span(
+            trace_id=tid,
+            span_id=root,
+            name="invoke_agent support",
+            kind=SpanKind.INTERNAL,
+            start_time_ns=t0,
+            end_time_ns=t0 + 2_500_000_000,
+            status=SpanStatus.OK,
+            attributes={
+                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.agent.name": "support",
+                "gen_ai.conversation.id": rng.randbytes(6).hex(),
+            },
+            resource=resource,
+            scope="keel.bench",
+        )
+    ]
+    t = t0 + 1_000_000
+    for i in range(n_spans - 1):
+        sid = rng.randbytes(8).hex()
+        kind = i % 4
+        if kind == 2:
+            spans.append(
+                Span(
+                    trace_id=tid,
+                    span_id=sid,
+                    parent_span_id=root,
+                    name="execute_tool lookup_order",
+                    start_time_ns=t,
+                    end_time_ns=t + 30_000_000,
+                    attributes={
+                        "gen_ai.operation.name": "execute_tool",
+                        "gen_ai.tool.name": "lookup_order",
+                        "gen_ai.tool.call.id": f"call_{sid[:8]}",
+                        "gen_ai.tool.call.arguments": orjson.dumps({"order_id": sid[:6]}).decode(),
+                        "gen_ai.tool.call.result": _text(rng, 60),
+                    },
+                    resource=resource,
+                    scope="keel.bench",
+                )
+            )
+        elif kind == 3:
+            spans.append(
+                Span(
+                    trace_id=tid,
+                    span_id=sid,
+                    parent_span_id=root,
+                    name="retrieval kb",
+                    start_time_ns=t,
+                    end_time_ns=t + 50_000_000,
+                    attributes={
+                        "gen_ai.operation.name": "retrieval",
+                        "gen_ai.data_source.id": "kb",
+                        "gen_ai.retrieval.query.text": _text(rng, 12),
+                        "gen_ai.retrieval.documents": orjson.dumps(
+                            [{"id": f"doc_{j}", "score": 0.9 - j / 10} for j in range(4)]
+                        ).decode(),
+                    },
+                    resource=resource,
+                    scope="keel.bench",
+                )
+            )
+        else:
+            model = rng.choice(MODELS)
+            err = rng.random() < 0.03
+            words = msg_words
+            spans.append(
+                Span(
+                    trace_id=tid,
+                    span_id=sid,
+                    parent_span_id=root,
+                    name=f"chat {model}",
+                    kind=SpanKind.CLIENT,
+                    start_time_ns=t,
+                    end_time_ns=t + rng.randint(300, 2000) * 1_000_000,
+                    status=SpanStatus.ERROR if err else SpanStatus.UNSET,
+                    status_message="upstream timeout" if err else None,
+                    attributes={
+                        "gen_ai.operation.name": "chat",
+                        "gen_ai.provider.name": PROVIDERS.get(model, "anthropic"),
+                        "gen_ai.request.model": model,
+                        "gen_ai.response.model": model,
+                        "gen_ai.request.temperature": 0.2,
+                        "gen_ai.request.max_tokens": 512,
+                        "gen_ai.response.id": f"chatcmpl-{sid}",
+                        "gen_ai.response.finish_reasons": ["stop"],
+                        "gen_ai.usage.input_tokens": rng.randint(200, 3000),
+                        "gen_ai.usage.output_tokens": rng.randint(20, 400),
+                        "gen_ai.input.messages": orjson.dumps(
+                            [
+                                {
+                                    "role": "system",
+                                    "parts": [{"type": "text", "content": _text(rng, words // 3)}],
+                                },
+                                {
+                                    "role": "user",
+                                    "parts": [{"type": "text", "content": _text(rng, words // 2)}],
+                                },
+                            ]
+                        ).decode(),
+                        "gen_ai.output.messages": orjson.dumps(
+                            [
+                                {
+                                    "role": "assistant",
+                                    "parts": [{"type": "text", "content": _text(rng, words // 6)}],
+                                    "finish_reason": "stop",
+                                }
+                            ]
+                        ).decode(),
+                        "server.address": "api.openai.com",
+                        "keel.route": "support-chat",
+                        "gen_ai.prompt.name": "support-system",
+                        "gen_ai.prompt.version": "3",
+                    },
+                    events=[SpanEvent(name="gen_ai.first_token", time_ns=t + 200_000_000)],
+                    resource=resource,
+                    scope="opentelemetry.instrumentation.openai_v2",
+                )
+            )
+        t += 100_000_000
+    return spans
+
+
+def make_payloads(n_batches: int, batch_spans: int, seed: int = 7) -> list[tuple[bytes, int]]:
+    """Pre-encoded protobuf bodies of ~batch_spans spans each (whole traces)."""
+    rng = random.Random(seed)
+    t0 = time.time_ns() - 3600 * 10**9
+    out = []
+    for b in range(n_batches):
+        spans: list[Span] = []
+        while len(spans) < batch_spans:
+            spans.extend(make_trace(rng, t0 + (b * 1000 + len(spans)) * 1_000_000))
+        out.append((encode_protobuf(spans), len(spans)))
+    return out
+
+
+# ----------------------------------------------------------------------------- server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(store_url: str, port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **(extra_env or {})}
+    keel = str(Path(sys.executable).with_name("keel"))
+    proc = subprocess.Popen(
+        [keel, "--store", store_url, "serve", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    wait_ready(port, proc)
+    return proc
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes] | None = None, path: str = "/healthz", timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", path)
+            if c.getresponse().status < 500:
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("server did not become ready")
+
+
+def load(
+    port: int,
+    payloads: list[tuple[bytes, int]],
+    seconds: float,
+    clients: int,
+    path: str = "/v1/traces",
+    gzip_bodies: bool = False,
+) -> dict[str, Any]:
+    """Post payloads round-robin from ``clients`` threads for ``seconds``; count 200s."""
+    bodies = [(gzip.compress(b, 1) if gzip_bodies else b, n) for b, n in payloads]
+    acked = [0] * clients
+    statuses: dict[int, int] = {}
+    lat: list[float] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def worker(i: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        j = i
+        headers = {"Content-Type": "application/x-protobuf"}
+        if gzip_bodies:
+            headers["Content-Encoding"] = "gzip"
+        while time.monotonic() < stop:
+            body, n = bodies[j % len(bodies)]
+            j += clients
+            t = time.perf_counter()
+            try:
+                conn.request("POST", path, body=body, headers=headers)
+                r = conn.getresponse()
+                r.read()
+            except OSError:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                continue
+            with lock:
+                statuses[r.status] = statuses.get(r.status, 0) + 1
+                lat.append(time.perf_counter() - t)
+            if r.status == 200:
+                acked[i] += n
+            elif r.status in (429, 503):
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    t0 = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - t0
+    total = sum(acked)
+    lat.sort()
+    return {
+        "acked_spans": total,
+        "wall_s": round(wall, 2),
+        "spans_per_s": round(total / wall),
+        "statuses": statuses,
+        "p50_ms": round(lat[len(lat) // 2] * 1000, 1) if lat else None,
+        "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 1) if lat else None,
+    }
+
+
+def bench_keel(store_url: str, payloads: list[tuple[bytes, int]], seconds: float, clients: int, gz: bool) -> dict[str, Any]:
+    from keel.storage import open_store
+
+    port = free_port()
+    proc = start_server(store_url, port)
+    try:
+        res = load(port, payloads, seconds, clients, gzip_bodies=gz)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    store = open_store(store_url)
+    res["stored_spans"] = store.spans.count_spans()
+    store.close()
+    return res
+
+
+# ----------------------------------------------------------------------------- list latency
+
+
+def fill_store(url: str, n_spans: int, msg_words: int = 40) -> float:
+    from keel.otlp.dialects import to_llm_call
+    from keel.storage import open_store
+    from keel.storage.spans import SpanRecord
+
+    store = open_store(url)
+    rng = random.Random(11)
+    t0 = time.time_ns() - 30 * 86400 * 10**9
+    done = 0
+    started = time.perf_counter()
+    batch: list[SpanRecord] = []
+    i = 0
+    while done < n_spans:
+        for s in make_trace(rng, t0 + i * 25_000_000, msg_words=msg_words):
+            batch.append(SpanRecord(s, to_llm_call(s)))
+        i += 1
+        if len(batch) >= 5000:
+            store.spans.add_spans(batch)
+            done += len(batch)
+            batch = []
+    if batch:
+        store.spans.add_spans(batch)
+    store.close()
+    return time.perf_counter() - started
+
+
+def time_queries(url: str, repeat: int = 5) -> list[tuple[str, float, int]]:
+    from keel.storage import open_store
+    from keel.storage.spans import TraceFilter
+
+    store = open_store(url)
+    sp = store.spans
+    first = sp.list_traces("default", limit=50)
+    mid = first.items[-1].start_time_ns
+    cases: list[tuple[str, Callable[[], Any]]] = [
+        ("newest 50", lambda: sp.list_traces("default", limit=50)),
+        ("next page (cursor)", lambda: sp.list_traces("default", limit=50, cursor=first.next_cursor)),
+        ("model=gpt-4o", lambda: sp.list_traces("default", TraceFilter(model="gpt-4o"))),
+        ("status=error", lambda: sp.list_traces("default", TraceFilter(status="error"))),
+        ("service + time range", lambda: sp.list_traces("default", TraceFilter(service="billing-agent", start_to_ns=mid))),
+        ("min_cost 0.01", lambda: sp.list_traces("default", TraceFilter(min_cost_usd=0.01))),
+        ("min_duration 2s", lambda: sp.list_traces("default", TraceFilter(min_duration_ms=2000))),
+        ("prompt support-system@3", lambda: sp.list_traces("default", TraceFilter(prompt_name="support-system", prompt_version=3))),
+        ("sort by duration", lambda: sp.list_traces("default", sort="duration")),
+        ("sort by cost", lambda: sp.list_traces("default", sort="cost")),
+        ("text 'lookup' in span names", lambda: sp.list_traces("default", TraceFilter(text="lookup"))),
+        ("text (no match, full scan)", lambda: sp.list_traces("default", TraceFilter(text="zzz-nothing"))),
+        ("get_trace", lambda: sp.get_trace("default", first.items[3].trace_id)),
+    ]
+    out = []
+    for name, fn in cases:
+        times = []
+        n = 0
+        for _ in range(repeat):
+            t = time.perf_counter()
+            r = fn()
+            times.append(time.perf_counter() - t)
+            n = len(r.items) if hasattr(r, "items") else len(r.spans)
+        out.append((name, statistics.median(times) * 1000, n))
+    store.close()
+    return out
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short run: 5 s load, 100k spans for the list")
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=300, help="spans per request")
+    ap.add_argument("--gzip", action="store_true", help="gzip request bodies")
+    ap.add_argument("--postgres", help="Postgres admin URL; a scratch database is created")
+    ap.add_argument("--list-spans", type=int, default=1_000_000)
+    ap.add_argument("--skip-ingest", action="store_true")
+    ap.add_argument("--skip-list", action="store_true")
+    ap.add_argument("--phoenix", help="base URL of a running Phoenix server (e.g. http://127.0.0.1:6006)")
+    ap.add_argument("--workdir", default=None)
+    args = ap.parse_args()
+    if args.quick:
+        args.seconds = 5
+        args.list_spans = min(args.list_spans, 100_000)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="keel-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start")
+    payloads = make_payloads(40, args.batch)
+    avg_kb = sum(len(b) for b, _ in payloads) / sum(n for _, n in payloads) / 1024
+    print(f"payloads: {len(payloads)} × ~{args.batch} spans, {avg_kb:.2f} KiB protobuf per span")
+
+    if not args.skip_ingest:
+        db = work / "ingest.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(db) + suffix).unlink(missing_ok=True)
+        r = bench_keel(f"sqlite:///{db}", payloads, args.seconds, args.clients, args.gzip)
+        print(f"keel sqlite   : {r['spans_per_s']:>8,} spans/s persisted  {r}")
+        if args.postgres:
+            import psycopg
+
+            admin = args.postgres.replace("postgresql+psycopg", "postgresql")
+            name = f"keel_bench_{os.getpid()}"
+            with psycopg.connect(admin, autocommit=True) as c:
+                c.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                c.execute(f'CREATE DATABASE "{name}"')
+            url = args.postgres.rsplit("/", 1)[0] + f"/{name}"
+            try:
+                r = bench_keel(url, payloads, args.seconds, args.clients, args.gzip)
+                print(f"keel postgres : {r['spans_per_s']:>8,} spans/s persisted  {r}")
+            finally:
+                with psycopg.connect(admin, autocommit=True) as c:
+                    c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if args.phoenix:
+            u = urlparse(args.phoenix)
+            r = load(u.port or 6006, payloads, args.seconds, args.clients, gzip_bodies=args.gzip)
+            print(f"phoenix       : {r['spans_per_s']:>8,} spans/s acknowledged  {r}")
+
+    if not args.skip_list:
+        db = work / "list.db"
+        url = f"sqlite:///{db}"
+        if not db.exists():
+            dt = fill_store(url, args.list_spans)
+            print(f"filled {args.list_spans:,} spans via the store API in {dt:.0f} s ({args.list_spans / dt:,.0f} spans/s)")
+        size = sum(p.stat().st_size for p in work.glob("list.db*"))
+        print(f"trace list over {args.list_spans:,} spans (SQLite, {size / 2**20:.0f} MiB), median of 5:")
+        for name, ms, n in time_queries(url):
+            print(f"  {name:<32} {ms:8.1f} ms  ({n} rows)")
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"load average {os.getloadavg()[0]:.2f} at end")
+
+
+if __name__ == "__main__":
+    main()

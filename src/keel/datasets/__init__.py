@@ -1,0 +1,1 @@
+"""Datasets: file formats (JSONL, CSV, Parquet), streamed import/export, curation from traces."""

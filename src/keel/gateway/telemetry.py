@@ -1,0 +1,269 @@
+"""Route-decision spans, built and written off the hot path.
+
+The request path appends one small tuple to a bounded deque (no Span model, no I/O); a
+background task turns pending tuples into :class:`~keel.core.spans.Span` records every
+``interval_s`` and hands them to the sink (the tracing writer, or the store) in a worker
+thread. When the queue is full, new records are dropped and counted: telemetry never slows or
+fails a response (reliability.md §1.9 rule 7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from keel.core import semconv
+from keel.core.spans import LlmCall, Message, Span, SpanKind, SpanStatus, ToolCall
+from keel.gateway.provider import Body, CallContext, Decision
+
+log = logging.getLogger("keel.gateway")
+
+Sink = Callable[[Sequence[Any]], Any]
+# (kind, ctx, request, response or accumulated stream summary, error, start_ns, end_ns, parent ids)
+Pending = tuple[str, CallContext, Body, Body | None, str | None, int, int, str | None, str | None]
+
+ATTR_ROUTE_WEIGHTS = "keel.route.weights"
+ATTR_HOPS = "keel.route.fallback_hops"
+ATTR_HOP_ERRORS = "keel.route.fallback_errors"
+ATTR_RETRIES = "keel.route.retries"
+ATTR_CACHE_HIT = "keel.cache.hit"
+ATTR_CACHE_SIMILARITY = "keel.cache.similarity"
+ATTR_MIRROR = "keel.route.mirror_target"
+ATTR_GUARDRAILS = "keel.guardrails.verdicts"
+ATTR_COST = "keel.cost.usd"
+ATTR_TTFT_MS = "keel.ttft_ms"
+ATTR_CONFIG_HASH = "keel.gateway.config_hash"
+ATTR_API_KEY = "keel.api_key.id"
+ATTR_MIRROR_OF = "keel.mirror.of_span"
+
+
+def _hex(nbytes: int) -> str:
+    return os.urandom(nbytes).hex()
+
+
+def _messages(body: Body) -> list[Message]:
+    out = []
+    for m in body.get("messages") or ():
+        if not isinstance(m, dict):
+            continue
+        c = m.get("content")
+        if isinstance(c, list):
+            c = " ".join(str(p.get("text", "")) for p in c if isinstance(p, dict))
+        out.append(
+            Message(
+                role=str(m.get("role", "user")),
+                content=c if isinstance(c, str) else None,
+                tool_call_id=m.get("tool_call_id"),
+                tool_calls=[
+                    ToolCall(id=t.get("id"), name=str((t.get("function") or {}).get("name", "")), arguments=(t.get("function") or {}).get("arguments"))
+                    for t in m.get("tool_calls") or ()
+                    if isinstance(t, dict)
+                ],
+            )
+        )
+    return out
+
+
+def _outputs(resp: Body | None) -> tuple[list[Message], list[str]]:
+    if not resp:
+        return [], []
+    msgs, reasons = [], []
+    for ch in resp.get("choices") or ():
+        m = ch.get("message") or {}
+        reasons.append(str(ch.get("finish_reason")))
+        msgs.append(
+            Message(
+                role="assistant",
+                content=m.get("content"),
+                finish_reason=ch.get("finish_reason"),
+                tool_calls=[
+                    ToolCall(id=t.get("id"), name=str((t.get("function") or {}).get("name", "")), arguments=(t.get("function") or {}).get("arguments"))
+                    for t in m.get("tool_calls") or ()
+                ],
+            )
+        )
+    return msgs, reasons
+
+
+def build_span(p: Pending, service: str = "keel-gateway") -> tuple[Span, LlmCall]:
+    """The span and typed view for one recorded request."""
+    kind, ctx, req, resp, err, start, end, trace_id, parent = p
+    d: Decision = ctx.decision
+    op = "embeddings" if kind == "embeddings" else "chat"
+    inputs = _messages(req) if op == "chat" else []
+    outputs, reasons = _outputs(resp) if op == "chat" else ([], [])
+    attrs: dict[str, Any] = {
+        semconv.GEN_AI_OPERATION: op,
+        semconv.GEN_AI_REQUEST_MODEL: str(req.get("model")) if kind != "mirror" else d.model,
+        semconv.ROUTE: d.route,
+        semconv.ROUTE_TARGET: d.target,
+        ATTR_RETRIES: d.retries,
+        ATTR_CACHE_HIT: d.cache_hit,
+        ATTR_CONFIG_HASH: d.config_hash,
+        ATTR_GUARDRAILS: orjson.dumps(d.guardrails).decode(),
+        semconv.PROJECT: ctx.project_id,
+    }
+    if d.provider:
+        attrs[semconv.GEN_AI_PROVIDER] = d.provider
+    if resp and resp.get("model"):
+        attrs[semconv.GEN_AI_RESPONSE_MODEL] = resp.get("model")
+    if d.weights:
+        attrs[ATTR_ROUTE_WEIGHTS] = orjson.dumps(d.weights).decode()
+    if d.hops:
+        attrs[ATTR_HOPS] = list(d.hops)
+        attrs[ATTR_HOP_ERRORS] = list(d.errors)
+    if d.cache_similarity is not None:
+        attrs[ATTR_CACHE_SIMILARITY] = d.cache_similarity
+    if d.mirror_target:
+        attrs[ATTR_MIRROR] = d.mirror_target
+    if d.input_tokens is not None:
+        attrs[semconv.GEN_AI_INPUT_TOKENS] = d.input_tokens
+    if d.output_tokens is not None:
+        attrs[semconv.GEN_AI_OUTPUT_TOKENS] = d.output_tokens
+    if d.cached_tokens:
+        attrs[semconv.GEN_AI_CACHE_READ_TOKENS] = d.cached_tokens
+    if d.cost_usd is not None:
+        attrs[ATTR_COST] = d.cost_usd
+    if d.ttft_ms is not None:
+        attrs[ATTR_TTFT_MS] = d.ttft_ms
+        attrs[semconv.GEN_AI_TTFC] = d.ttft_ms / 1000.0
+    if d.prompt_name:
+        attrs[semconv.PROMPT_NAME] = d.prompt_name
+        if d.prompt_version is not None:
+            attrs[semconv.PROMPT_VERSION] = d.prompt_version
+        if d.prompt_label:
+            attrs[semconv.PROMPT_LABEL] = d.prompt_label
+    if ctx.key_id:
+        attrs[ATTR_API_KEY] = ctx.key_id
+    if reasons:
+        attrs["gen_ai.response.finish_reasons"] = reasons
+    if inputs:
+        attrs[semconv.GEN_AI_INPUT_MESSAGES] = orjson.dumps([m.model_dump(exclude_none=True) for m in inputs]).decode()
+    if outputs:
+        attrs[semconv.GEN_AI_OUTPUT_MESSAGES] = orjson.dumps([m.model_dump(exclude_none=True) for m in outputs]).decode()
+    if err:
+        attrs[semconv.ERROR_TYPE] = err.split(":", 1)[0]
+    name = f"{op} {attrs.get(semconv.GEN_AI_REQUEST_MODEL)}"
+    if kind == "mirror":
+        name = f"mirror {d.target}"
+        attrs[ATTR_MIRROR_OF] = parent
+    span = Span(
+        trace_id=trace_id or _hex(16),
+        span_id=_hex(8),
+        parent_span_id=parent,
+        name=name,
+        kind=SpanKind.SERVER if kind != "mirror" else SpanKind.CLIENT,
+        start_time_ns=start,
+        end_time_ns=end,
+        status=SpanStatus.ERROR if err else SpanStatus.OK,
+        status_message=err,
+        attributes={k: v for k, v in attrs.items() if v is not None},
+        resource={"service.name": service},
+        scope="keel.gateway",
+        project_id=ctx.project_id,
+    )
+    llm = LlmCall(
+        operation=op,
+        provider=d.provider,
+        request_model=attrs.get(semconv.GEN_AI_REQUEST_MODEL),
+        response_model=attrs.get(semconv.GEN_AI_RESPONSE_MODEL),
+        input_tokens=d.input_tokens,
+        output_tokens=d.output_tokens,
+        cached_tokens=d.cached_tokens,
+        total_tokens=(d.input_tokens or 0) + (d.output_tokens or 0) if d.input_tokens is not None else None,
+        cost_usd=d.cost_usd,
+        cost_source="genai-prices" if d.cost_usd is not None else None,
+        ttft_ms=d.ttft_ms,
+        finish_reasons=reasons,
+        input_messages=inputs,
+        output_messages=outputs,
+        prompt_name=d.prompt_name,
+        prompt_version=d.prompt_version,
+        prompt_label=d.prompt_label,
+        route=d.route,
+        error_type=attrs.get(semconv.ERROR_TYPE),
+        dialect="keel-gateway",
+    )
+    return span, llm
+
+
+class SpanEmitter:
+    """Bounded, batched, off-thread span writing."""
+
+    def __init__(self, sink: Sink | None, *, max_pending: int = 50_000, interval_s: float = 0.2, batch: int = 2000) -> None:
+        self.sink = sink
+        self.pending: deque[Pending] = deque()
+        self.max_pending = max_pending
+        self.interval_s = interval_s
+        self.batch = batch
+        self.dropped = 0
+        self.written = 0
+        self.failed = 0
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+
+    def record(self, p: Pending) -> None:
+        """Queue one record (O(1); drops when full)."""
+        if self.sink is None:
+            return
+        if len(self.pending) >= self.max_pending:
+            self.dropped += 1
+            return
+        self.pending.append(p)
+
+    def start(self) -> None:
+        """Start the flush loop in the running event loop."""
+        if self._task is None and self.sink is not None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write everything pending now."""
+        while self.pending and self.sink is not None:
+            items = [self.pending.popleft() for _ in range(min(self.batch, len(self.pending)))]
+            try:
+                await asyncio.to_thread(self._write, items)
+            except Exception:
+                self.failed += len(items)
+                log.warning("gateway spans could not be written (%d dropped)", len(items), exc_info=True)
+
+    def _write(self, items: list[Pending]) -> None:
+        recs = []
+        for p in items:
+            try:
+                recs.append(build_span(p))
+            except Exception:
+                self.failed += 1
+        if recs and self.sink is not None:
+            self.sink(recs)
+            self.written += len(recs)
+
+    async def close(self) -> None:
+        """Stop the loop and flush what is left (bounded wait)."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+        try:
+            await asyncio.wait_for(self.flush(), 10.0)
+        except (asyncio.TimeoutError, Exception):
+            log.warning("gateway span flush at shutdown did not finish")
+
+
+def now_ns() -> int:
+    """Wall clock in ns."""
+    return time.time_ns()

