@@ -17,7 +17,9 @@ def ds(store):
 
 
 def _rows(n: int, start: int = 0) -> list[Row]:
-    return [Row(input={"q": f"question {i}"}, expected_output=f"a{i}") for i in range(start, start + n)]
+    return [
+        Row(input={"q": f"question {i}"}, expected_output=f"a{i}") for i in range(start, start + n)
+    ]
 
 
 def test_create_list_and_conflict(store, ds):
@@ -71,10 +73,24 @@ def test_versions_are_snapshots(store, ds):
 
 
 def test_source_back_link_survives(store, ds):
-    src = RowSource(trace_id="a" * 32, span_id="b" * 16, prompt_name="agent", prompt_version=3,
-                    route="support", model="gpt-4o-mini", scores={"groundedness": 0.42})
-    r = Row(input=[{"role": "user", "content": "hi"}], source=src, tags=["bad"], split="test",
-            metadata={"k": 1.5}, context=["doc"], agent_steps=[{"tool": "search"}])
+    src = RowSource(
+        trace_id="a" * 32,
+        span_id="b" * 16,
+        prompt_name="agent",
+        prompt_version=3,
+        route="support",
+        model="gpt-4o-mini",
+        scores={"groundedness": 0.42},
+    )
+    r = Row(
+        input=[{"role": "user", "content": "hi"}],
+        source=src,
+        tags=["bad"],
+        split="test",
+        metadata={"k": 1.5},
+        context=["doc"],
+        agent_steps=[{"tool": "search"}],
+    )
     (rid,) = store.datasets.add_rows(ds.id, [r])
     store.datasets.add_version(ds.id, [rid])
     (back,) = list(store.datasets.iter_rows(ds.id, 1))

@@ -39,7 +39,10 @@ def test_numbering_and_identical_content(store, pid):
 def test_read_back_is_exact(store, pid):
     c = PromptContent(
         type="chat",
-        messages=[PromptMessage(role="system", content="Be brief. é ✓"), PromptMessage(role="user", content="{{q}}")],
+        messages=[
+            PromptMessage(role="system", content="Be brief. é ✓"),
+            PromptMessage(role="user", content="{{q}}"),
+        ],
         model_config={"model": "gpt-4o-mini", "temperature": 0.2, "tools": [{"name": "t"}]},
         variables_schema={"type": "object", "properties": {"q": {"type": "string"}}},
     )

@@ -6,9 +6,11 @@ import typer
 
 from keel import __version__
 from keel.cli.common import CliState
+from keel.cli.datasets import datasets_app
 from keel.cli.demo import demo
 from keel.cli.eval import eval_app
 from keel.cli.keys import keys_app, projects_app
+from keel.cli.prompts import prompts_app
 from keel.cli.serve import serve
 
 app = typer.Typer(
@@ -42,6 +44,8 @@ app.command("serve")(serve)
 app.command("demo")(demo)
 app.add_typer(keys_app, name="keys")
 app.add_typer(projects_app, name="projects")
+app.add_typer(prompts_app, name="prompts")
+app.add_typer(datasets_app, name="datasets")
 app.add_typer(eval_app, name="eval")
 
 

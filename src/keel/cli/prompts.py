@@ -39,7 +39,9 @@ def _open(ctx: typer.Context, project: str) -> tuple[Any, str]:
 
 
 def _version_json(reg: Any, pid: str, pv: Any) -> dict[str, Any]:
-    labels = [x.label for x in reg.store.prompts.list_labels(pid, pv.name) if x.version == pv.version]
+    labels = [
+        x.label for x in reg.store.prompts.list_labels(pid, pv.name) if x.version == pv.version
+    ]
     return {
         "name": pv.name,
         "version": pv.version,
@@ -72,7 +74,13 @@ def push(
         f"Pushed {directory}",
         ["prompt", "version", "status", "labels moved", "file"],
         [
-            (r.name, r.version, "new" if r.created else "unchanged", ", ".join(r.labels_moved), r.path)
+            (
+                r.name,
+                r.version,
+                "new" if r.created else "unchanged",
+                ", ".join(r.labels_moved),
+                r.path,
+            )
             for r in results
         ],
     )
@@ -84,7 +92,9 @@ def pull(
     ctx: typer.Context,
     directory: Path = typer.Argument(..., help="where to write one YAML file per prompt"),
     project: str = PROJECT,
-    label: str | None = typer.Option(None, "--label", "-l", help="pull this label (default: latest)"),
+    label: str | None = typer.Option(
+        None, "--label", "-l", help="pull this label (default: latest)"
+    ),
 ) -> None:
     """Write prompts as YAML files (the latest version, or the one a label points at)."""
     from keel.prompts.files import to_yaml
@@ -100,14 +110,20 @@ def pull(
             pv = reg.store.prompts.get_version(pid, latest.name, lab.version)
         else:
             pv = latest
-        labels = [x.label for x in reg.store.prompts.list_labels(pid, pv.name) if x.version == pv.version]
+        labels = [
+            x.label for x in reg.store.prompts.list_labels(pid, pv.name) if x.version == pv.version
+        ]
         path = directory / f"{pv.name}.yaml"
         path.write_text(to_yaml(pv, labels), encoding="utf-8")
         written.append({"name": pv.name, "version": pv.version, "path": str(path)})
     if state(ctx).json:
         emit_json(written)
         return
-    table("Pulled", ["prompt", "version", "file"], [(w["name"], w["version"], w["path"]) for w in written])
+    table(
+        "Pulled",
+        ["prompt", "version", "file"],
+        [(w["name"], w["version"], w["path"]) for w in written],
+    )
 
 
 @prompts_app.command("list")
@@ -122,7 +138,12 @@ def list_prompts(ctx: typer.Context, project: str = PROJECT) -> None:
     if state(ctx).json:
         emit_json(
             [
-                {"name": p.name, "latest": p.version, "type": p.content.type, "labels": labels.get(p.name, [])}
+                {
+                    "name": p.name,
+                    "latest": p.version,
+                    "type": p.content.type,
+                    "labels": labels.get(p.name, []),
+                }
                 for p in items
             ]
         )
@@ -131,7 +152,13 @@ def list_prompts(ctx: typer.Context, project: str = PROJECT) -> None:
         "Prompts",
         ["name", "latest", "type", "labels", "updated"],
         [
-            (p.name, p.version, p.content.type, " ".join(labels.get(p.name, [])), p.created_at.strftime("%Y-%m-%d %H:%M"))
+            (
+                p.name,
+                p.version,
+                p.content.type,
+                " ".join(labels.get(p.name, [])),
+                p.created_at.strftime("%Y-%m-%d %H:%M"),
+            )
             for p in items
         ],
     )
@@ -154,12 +181,18 @@ def show(
         emit_json(data)
         return
     c = pv.content
-    console.print(f"[bold]{pv.name}[/] v{pv.version}  {pv.content_hash[:19]}…  labels: {', '.join(data['labels']) or '-'}")
-    console.print(f"type {c.type}, engine {c.engine}, variables: {', '.join(sorted(own_variables(c))) or '-'}")
+    console.print(
+        f"[bold]{pv.name}[/] v{pv.version}  {pv.content_hash[:19]}…  labels: {', '.join(data['labels']) or '-'}"
+    )
+    console.print(
+        f"type {c.type}, engine {c.engine}, variables: {', '.join(sorted(own_variables(c))) or '-'}"
+    )
     if pv.message:
         console.print(f"message: {pv.message}  (by {pv.author or '?'})")
     if c.model_config_:
-        console.print("config: " + jsonlib.dumps(c.model_config_, ensure_ascii=False, sort_keys=True))
+        console.print(
+            "config: " + jsonlib.dumps(c.model_config_, ensure_ascii=False, sort_keys=True)
+        )
     if c.type == "text":
         console.print(c.template or "", markup=False, highlight=False)
     else:
@@ -193,7 +226,9 @@ def rollback(
     ctx: typer.Context,
     name: str = typer.Argument(...),
     label_name: str = typer.Argument(..., metavar="LABEL"),
-    to: int | None = typer.Option(None, "--to", help="version (default: where the label was before)"),
+    to: int | None = typer.Option(
+        None, "--to", help="version (default: where the label was before)"
+    ),
     reason: str | None = typer.Option(None, "--reason", "-r"),
     project: str = PROJECT,
 ) -> None:
@@ -223,7 +258,17 @@ def history(
     table(
         f"{name}@{label_name}",
         ["when", "who", "action", "from", "to", "why"],
-        [(e.created_at.strftime("%Y-%m-%d %H:%M:%S"), e.actor, e.action, e.before, e.after, e.reason) for e in evs],
+        [
+            (
+                e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                e.actor,
+                e.action,
+                e.before,
+                e.after,
+                e.reason,
+            )
+            for e in evs
+        ],
     )
 
 
@@ -272,7 +317,14 @@ def render(
     reg, pid = _open(ctx, project)
     res, out = reg.render(pid, ref, _parse_vars(var, vars_file))
     if state(ctx).json:
-        emit_json({"name": res.version.name, "version": res.version.version, "label": res.label, "rendered": out})
+        emit_json(
+            {
+                "name": res.version.name,
+                "version": res.version.version,
+                "label": res.label,
+                "rendered": out,
+            }
+        )
         return
     if isinstance(out, str):
         typer.echo(out)

@@ -26,7 +26,9 @@ from keel.storage.spans import TraceFilter
 EVAL_EVENT = "gen_ai.evaluation.result"
 EVAL_NAME = "gen_ai.evaluation.name"
 EVAL_SCORE = "gen_ai.evaluation.score.value"
-_SKIP_OPERATIONS = frozenset({"embeddings", "execute_tool", "retrieval", "invoke_agent", "create_agent"})
+_SKIP_OPERATIONS = frozenset(
+    {"embeddings", "execute_tool", "retrieval", "invoke_agent", "create_agent"}
+)
 MAX_ROWS = 100_000
 
 
@@ -58,7 +60,11 @@ def span_scores(span: Span, trace: Trace | None = None) -> dict[str, float]:
                 continue
             name = ev.attributes.get(EVAL_NAME)
             value = ev.attributes.get(EVAL_SCORE)
-            if isinstance(name, str) and isinstance(value, int | float) and not isinstance(value, bool):
+            if (
+                isinstance(name, str)
+                and isinstance(value, int | float)
+                and not isinstance(value, bool)
+            ):
                 out[name] = float(value)
     return out
 

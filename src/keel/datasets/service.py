@@ -138,9 +138,7 @@ def push_rows(
             on_batch(len(batch))
     if drop and removed != len(drop):
         raise InvalidInputError("some row ids to remove are not in the latest version")
-    version, created = store.datasets.add_version(
-        dataset.id, ids, message=message, author=author
-    )
+    version, created = store.datasets.add_version(dataset.id, ids, message=message, author=author)
     fresh = store.datasets.get_dataset(dataset.project_id, dataset.name)
     return PushResult(fresh, version, created, read, dup, removed)
 

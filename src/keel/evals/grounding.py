@@ -72,6 +72,8 @@ class ContextIndex:
     words: frozenset[str]  # lower-cased raw tokens
     quantities: list[T.Quantity]
     entity_words: frozenset[str]
+    entity_lower: frozenset[str]  # lower-cased words of the context's names
+    prefixes: frozenset[str]  # 6-letter prefixes of long stems ('backlit' ~ 'backlight')
     acronyms: frozenset[str]
     cues: frozenset[str]
     postings: dict[str, list[int]]  # stem -> sentence indices
@@ -100,10 +102,10 @@ def _anchor_keys(
     anchors: list[Anchor] = []
     for i, s in enumerate(stems):
         key = s.replace(",", "")
-        if key in num_keys:
-            anchors.append((i, "n", frozenset({key})))
-        elif s in ent_keys and not s[0].isdigit():
+        if s in ent_keys:
             anchors.append((i, "e", ent_keys[s]))
+        elif key in num_keys:
+            anchors.append((i, "n", frozenset({key})))
     return anchors, quantities
 
 
@@ -127,10 +129,10 @@ def _condition_stems(sentence: str) -> frozenset[str]:
     return frozenset(out)
 
 
-def _make_sentence(text: str) -> tuple[_Sentence, list[str]]:
+def _make_sentence(text: str, known: set[str]) -> tuple[_Sentence, list[str]]:
     toks = T.tokenize(text)
     stems = T.content_tokens(toks)
-    entities = T.extract_entities(text)
+    entities = T.extract_entities(text, known=known)
     anchors, quantities = _anchor_keys(text, stems, entities)
     conditions = frozenset(T.condition_cues(text)) if T.CONDITION_CUES.intersection(toks) else frozenset()
     cond_stems = _condition_stems(text)
@@ -168,7 +170,9 @@ def index_context(context: str) -> ContextIndex:
         if hit is not None:
             _index_cache.move_to_end(key)
             return hit
-    made = [_make_sentence(s) for s in T.split_sentences(context)]
+    sents = T.split_sentences(context)
+    known = {w.lower() for s in sents for w in _CAPS_RE.findall(s)[1:]}
+    made = [_make_sentence(s, known) for s in sents]
     sentences = [m[0] for m in made]
     postings: dict[str, list[int]] = {}
     for i, s in enumerate(sentences):
@@ -184,6 +188,8 @@ def index_context(context: str) -> ContextIndex:
         quantities=[q for s in sentences for q in s.quantities]
         + T.extract_quantities(context, words=True),
         entity_words=frozenset(ent_words),
+        entity_lower=frozenset(w for e in ents for w in T.tokenize(e)),
+        prefixes=frozenset(st[:PREFIX] for st in postings if len(st) >= PREFIX + 1),
         acronyms=frozenset(acronyms),
         cues=frozenset(c for s in sentences for c in s.cues),
         postings=postings,
@@ -196,6 +202,8 @@ def index_context(context: str) -> ContextIndex:
     return idx
 
 
+PREFIX = 6
+_CAPS_RE = re.compile(r"\b[A-Z][a-z]+")
 _index_cache: OrderedDict[bytes, ContextIndex] = OrderedDict()
 _cache_lock = threading.Lock()
 
@@ -284,7 +292,7 @@ def _best_window(idx: ContextIndex, stems: list[str], extra: frozenset[str]) -> 
     return best, len(wanted & best_set) / len(wanted), best_set
 
 
-def _pair_check(idx: ContextIndex, claim_stems: list[str], anchors: list[Anchor], window: int = 2) -> tuple[int, list[str]]:
+def _pair_check(idx: ContextIndex, claim_stems: list[str], anchors: list[Anchor], window: int = 1) -> tuple[int, list[str]]:
     """Check (name or number, word) pairs of the claim against the context (swap detector).
 
     A pair is supported when, in some context sentence, the claim's name/number is the nearest
@@ -337,7 +345,13 @@ def _check_claim(claim: str, idx: ContextIndex, extra: frozenset[str], extra_wor
     stems = T.content_tokens(claim)
     chk = ClaimCheck(claim=claim, words=len(stems))
     if stems:
-        missing = [s for s in stems if s not in idx.stems and s not in extra]
+        missing = [
+            s
+            for s in stems
+            if s not in idx.stems
+            and s not in extra
+            and not (len(s) > PREFIX and s[:PREFIX] in idx.prefixes)
+        ]
         chk.missing_words = list(dict.fromkeys(missing))
         chk.lexical = 1.0 - len(missing) / len(stems)
     bi, local, _ = _best_window(idx, stems, extra)
@@ -353,15 +367,15 @@ def _check_claim(claim: str, idx: ContextIndex, extra: frozenset[str], extra_wor
             chk.missing_numbers.append(q.text)
 
     # names
-    ents = T.extract_entities(claim)
+    ents = T.extract_entities(claim, known=idx.entity_lower)
     chk.entities = len(ents)
     chk.missing_entities = [e for e in ents if not _entity_supported(e, idx, extra_words)]
 
     # relations (swaps)
-    anchors, _ = _anchor_keys(claim, stems)
+    anchors, _ = _anchor_keys(claim, stems, ents)
     chk.pairs, chk.broken_pairs = _pair_check(idx, stems, anchors)
 
-    chk.negation_mismatch = _polarity_differs(claim, stems, idx, best, local)
+    chk.negation_mismatch = _polarity_differs(claim, idx)
     if best is not None and local >= 0.4:
         cues = T.quantifier_cues(claim) - {"except", "unless"}
         added = sorted(c for c in cues if c not in best.cues and c not in idx.cues)
@@ -376,29 +390,40 @@ def _check_claim(claim: str, idx: ContextIndex, extra: frozenset[str], extra_wor
     return chk
 
 
-def _polarity_differs(claim: str, stems: list[str], idx: ContextIndex, best: _Sentence | None, local: float) -> bool:
-    """Does the claim state the opposite of the context sentence it restates?
+_CLAUSE = re.compile(r"[,;:]\s+|\s+(?:but|while|whereas|although|and)\s+")
+_RESTRICTIVE = frozenset({"except", "unless", "excluding", "excluded", "excludes", "without", "only", "free", "lacks"})
 
-    Compared with every context sentence the claim mostly covers (a sentence restated
-    verbatim but negated), and with its best-matching sentence: a negation cue on one side
-    only, or an antonym pair (open/closed, added/removed).
+
+def _polarity_differs(claim: str, idx: ContextIndex) -> bool:
+    """Does a clause of the claim state the opposite of the context sentence it restates?
+
+    Each clause is matched to the context sentence that covers most of its words; the two
+    differ when exactly one is negated (a restrictive word such as 'except' or 'without' on
+    the other side counts as a negation) or when they use opposite words (open/closed).
     """
-    toks = T.tokenize(claim)
-    neg = T.is_negated(toks)
-    claim_set = set(stems)
-    same = 0.0
-    differ = 0.0
-    cands = [best] if best is not None and local >= 0.4 else []
-    for s in idx.sentences:
-        if s is not best and s.stem_set and len(s.stem_set & claim_set) / len(s.stem_set) >= 0.6:
-            cands.append(s)
-    for s in cands:
-        cover = len(s.stem_set & claim_set) / max(1, len(s.stem_set))
-        if s.negated != neg or T.antonym_conflicts(toks, list(s.tokens)):
-            differ = max(differ, cover)
-        else:
-            same = max(same, cover)
-    return differ > same
+    for clause in _CLAUSE.split(claim):
+        toks = T.tokenize(clause)
+        stems = set(T.content_tokens(toks))
+        if len(stems) < 2:
+            continue
+        best: _Sentence | None = None
+        best_key = (0.0, 0.0)
+        for si in {i for st in stems for i in idx.postings.get(st, ())}:
+            sent = idx.sentences[si]
+            inter = len(stems & sent.stem_set)
+            key = (inter / len(stems), inter / max(1, len(sent.stem_set)))
+            if key > best_key:
+                best, best_key = sent, key
+        if best is None or best_key[0] < 0.5:
+            continue
+        neg_c = T.is_negated(toks)
+        if neg_c != best.negated:
+            other = best.tokens if neg_c else set(toks)
+            if not (other & _RESTRICTIVE):
+                return True
+        if T.antonym_conflicts(toks, list(best.tokens)) and neg_c == best.negated:
+            return True
+    return False
 
 
 def _claim_support(c: ClaimCheck) -> float:

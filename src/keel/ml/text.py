@@ -341,7 +341,7 @@ def extract_dates(text: str) -> list[str]:
 
 _CONNECTORS = frozenset({"of", "de", "da", "del", "van", "von", "der", "la", "le", "du", "&", "the", "and", "y", "bin", "al"})
 _CAP_RE = re.compile(
-    r"[A-Z][\w'’.-]*|[0-9][\w'’-]*|&|\b(?:of|de|da|del|van|von|der|la|le|du|the|and|y|bin|al)\b"
+    r"[A-Z][\w'’.-]*|[0-9][\w'’-]*(?:\.[0-9]+)*|&|\b(?:of|de|da|del|van|von|der|la|le|du|the|and|y|bin|al)\b"
     r"|[^\sA-Za-z0-9]+|[a-z][\w'’-]*"
 )
 _NOT_ENTITY = frozenset(
@@ -355,22 +355,36 @@ _NOT_ENTITY = frozenset(
 _MONTH_WORDS = frozenset(list(_MONTHS) + "monday tuesday wednesday thursday friday saturday sunday".split())
 
 
-def extract_entities(text: str) -> list[str]:
+def extract_entities(text: str, *, known: set[str] | frozenset[str] | None = None) -> list[str]:
     """Named-entity-like spans: runs of capitalised words (with ``of``/``van``/``de`` inside).
 
-    Sentence-initial function words ("The", "However", "I") are not entities on their own;
-    month and weekday names are left to :func:`extract_dates`. All-caps acronyms count.
+    A capitalised word that only starts a sentence ("Pets are not allowed") is no name unless
+    it is followed by another capitalised word, is an acronym, or is capitalised elsewhere in
+    the text (or listed, lower-cased, in ``known``). A short number right after a name belongs
+    to it ("Nervi 2", "Python 3.8"). Month and weekday names are left to :func:`extract_dates`.
     """
+    sents = split_sentences(text) or [text]
+    tokenized = [_CAP_RE.findall(s) for s in sents]
+    names = {t.rstrip(".'’").lower() for toks in tokenized for t in toks[1:] if t[0].isupper()}
+    if known:
+        names |= set(known)
     ents: list[str] = []
-    for sent in split_sentences(text) or [text]:
-        toks = _CAP_RE.findall(sent)
+    for toks in tokenized:
         cur: list[str] = []
         pending: list[str] = []
+        start = [0]
 
         def flush() -> None:
             if cur:
                 span = " ".join(cur).strip(".'’-")
-                if span and span.lower() not in _NOT_ENTITY and span.lower() not in _MONTH_WORDS:
+                low = span.lower()
+                initial_only = start[0] == 0 and len(cur) == 1 and not span.isupper()
+                if (
+                    span
+                    and low not in _NOT_ENTITY
+                    and low not in _MONTH_WORDS
+                    and not (initial_only and low not in names)
+                ):
                     ents.append(span)
             cur.clear()
             pending.clear()
@@ -378,17 +392,21 @@ def extract_entities(text: str) -> list[str]:
         for i, tok in enumerate(toks):
             if tok[0].isupper():
                 word = tok.rstrip(".'’")
-                # Sentence-initial function words are not names ("The", "However").
-                if i == 0 and word.lower() in _NOT_ENTITY:
-                    continue
                 if (word.lower() in _NOT_ENTITY or word.lower().endswith("n't")) and not cur:
                     continue
+                if not cur:
+                    start[0] = i
                 if cur and pending:
                     cur.extend(pending)
                 pending.clear()
                 cur.append(word)
                 if tok.endswith(".") and len(word) > 2 and word.lower() not in _ABBREV:
                     flush()
+            elif cur and not pending and tok[0].isdigit() and len(tok) <= 4 and not tok.isdigit() or (
+                cur and not pending and tok.isdigit() and len(tok) <= 2
+            ):
+                cur.append(tok.rstrip(".,"))
+                flush()
             elif cur and tok in _CONNECTORS and len(pending) < 2:
                 pending.append(tok)
             else:

@@ -176,7 +176,9 @@ def diff_versions(a: PromptVersion, b: PromptVersion) -> PromptDiff:
         a_hash=a.content_hash,
         b_hash=b.content_hash,
         template=template,
-        fields=diff_values({"type": ca.type, "engine": ca.engine}, {"type": cb.type, "engine": cb.engine}),
+        fields=diff_values(
+            {"type": ca.type, "engine": ca.engine}, {"type": cb.type, "engine": cb.engine}
+        ),
         config=diff_values(ca.model_config_, cb.model_config_),
         variables_schema=diff_values(ca.variables_schema, cb.variables_schema),
     )

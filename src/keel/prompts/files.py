@@ -164,7 +164,9 @@ def load_directory(directory: Path) -> list[PromptFile]:
     seen: dict[str, Path] = {}
     for f in files:
         if f.name in seen:
-            raise InvalidInputError(f"prompt {f.name!r} is defined twice: {seen[f.name]} and {f.path}")
+            raise InvalidInputError(
+                f"prompt {f.name!r} is defined twice: {seen[f.name]} and {f.path}"
+            )
         seen[f.name] = f.path
     return files
 

@@ -161,9 +161,12 @@ def _make_jinja_env() -> Any:
                     raise SecurityError("exponent too large in a prompt template")
                 return left**right
             for seq, n in ((left, right), (right, left)):
-                if isinstance(seq, str | list | tuple) and isinstance(n, int):
-                    if len(seq) * n > MAX_OUTPUT_CHARS:
-                        raise SecurityError("repetition too large in a prompt template")
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(n, int)
+                    and len(seq) * n > MAX_OUTPUT_CHARS
+                ):
+                    raise SecurityError("repetition too large in a prompt template")
             return left * right
 
     env = _PromptSandbox(
@@ -321,7 +324,9 @@ def _render_text(
         inc = _resolve(ref, resolver, stack)
         needed = required_variables(inc, resolver, (*stack, ref.name))
         sub = {k: v for k, v in variables.items() if k in needed}
-        included[str(ref)] = _render_text(inc, inc.template or "", sub, resolver, (*stack, ref.name))
+        included[str(ref)] = _render_text(
+            inc, inc.template or "", sub, resolver, (*stack, ref.name)
+        )
     if content.engine == "jinja":
         return _render_jinja(text, variables, included)
     return _render_mustache(text, variables, included)

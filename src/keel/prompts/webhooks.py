@@ -41,7 +41,12 @@ def sign(secret: str, body: bytes, timestamp: int) -> str:
 
 
 def verify_signature(
-    secret: str, body: bytes, header: str | None, *, tolerance_s: int = 300, now: float | None = None
+    secret: str,
+    body: bytes,
+    header: str | None,
+    *,
+    tolerance_s: int = 300,
+    now: float | None = None,
 ) -> None:
     """Raise :class:`AuthenticationError` unless ``header`` signs ``body`` recently."""
     if not header:

@@ -40,7 +40,7 @@ from keel.errors import (
     PermissionDeniedError,
     UnavailableError,
 )
-from keel.prompts import template
+from keel.prompts import template as tmpl
 
 log = logging.getLogger("keel.sdk.prompts")
 
@@ -84,9 +84,9 @@ class Prompt:
     @property
     def variables(self) -> list[str]:
         """Variables a render needs (includes' variables included)."""
-        return sorted(template.required_variables(self.content, self._resolve))
+        return sorted(tmpl.required_variables(self.content, self._resolve))
 
-    def _resolve(self, ref: template.PromptRef) -> PromptContent:
+    def _resolve(self, ref: tmpl.PromptRef) -> PromptContent:
         try:
             return self.includes[str(ref)]
         except KeyError:
@@ -94,11 +94,13 @@ class Prompt:
 
     def compile(self, **variables: Any) -> str | list[dict[str, str]]:
         """Render with exactly the variables the prompt uses; stamps the current span."""
-        out = template.render(self.content, variables, self._resolve, name=self.name)
+        out = tmpl.render(self.content, variables, self._resolve, name=self.name)
         self._stamp()
         return out
 
-    def render(self, variables: dict[str, Any] | None = None, **kw: Any) -> str | list[dict[str, str]]:
+    def render(
+        self, variables: dict[str, Any] | None = None, **kw: Any
+    ) -> str | list[dict[str, str]]:
         """Like :meth:`compile`, with variables as a mapping."""
         return self.compile(**{**(variables or {}), **kw})
 
@@ -132,8 +134,10 @@ def fallback_prompt(name: str, fallback: str | list[dict[str, str]], label: str 
         content = PromptContent(
             type="chat", messages=[PromptMessage.model_validate(m) for m in fallback]
         )
-    template.validate(content)
-    return Prompt(name=name, version=None, label=label, content=content, content_hash=None, is_fallback=True)
+    tmpl.validate(content)
+    return Prompt(
+        name=name, version=None, label=label, content=content, content_hash=None, is_fallback=True
+    )
 
 
 def _content(d: dict[str, Any]) -> PromptContent:
@@ -169,7 +173,9 @@ class PromptClient:
         retry_after_s: float = 10.0,
         transport: Any = None,
     ) -> None:
-        self.base_url = (base_url or os.environ.get("KEEL_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = (base_url or os.environ.get("KEEL_BASE_URL") or DEFAULT_BASE_URL).rstrip(
+            "/"
+        )
         self.api_key = api_key if api_key is not None else os.environ.get("KEEL_API_KEY")
         self.cache_ttl_s = cache_ttl_s
         self.timeout_s = timeout_s

@@ -29,6 +29,7 @@ log = logging.getLogger("keel.server")
 ROUTER_MODULES = [
     "keel.server.routes.health",
     "keel.server.routes.projects",
+    "keel.server.routes.ui",
     "keel.server.routes.prompts",
     "keel.server.routes.datasets",
     "keel.server.routes.otlp",

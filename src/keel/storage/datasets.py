@@ -17,9 +17,7 @@ from keel.core.datasets import Dataset, DatasetVersion, Row
 class DatasetStore(Protocol):
     """Datasets, their rows (append-only) and their versions (snapshots)."""
 
-    def add_dataset(
-        self, project_id: str, name: str, *, description: str | None = None
-    ) -> Dataset:
+    def add_dataset(self, project_id: str, name: str, *, description: str | None = None) -> Dataset:
         """Create a dataset; :class:`ConflictError` if the name is taken in the project."""
         ...
 

@@ -142,7 +142,9 @@ def list_datasets(
 
 @router.post("", response_model=DatasetOut, status_code=201, summary="Create a dataset")
 def create_dataset(
-    body: DatasetIn, auth: AuthContext = Depends(require_auth), ctx: AppContext = Depends(get_context)
+    body: DatasetIn,
+    auth: AuthContext = Depends(require_auth),
+    ctx: AppContext = Depends(get_context),
 ) -> DatasetOut:
     """409 if the name is taken."""
     auth.require_scope("datasets")

@@ -169,9 +169,7 @@ def _labels_of(reg: PromptRegistry, pid: str, name: str) -> dict[int, list[str]]
     return out
 
 
-def version_out(
-    pv: PromptVersion, labels: list[str] | None = None, **extra: Any
-) -> VersionOut:
+def version_out(pv: PromptVersion, labels: list[str] | None = None, **extra: Any) -> VersionOut:
     """API form of a version."""
     from keel.prompts.template import own_variables
 
@@ -257,7 +255,8 @@ def get_prompt(
     """By ``version``, by ``label``, else the latest; included prompts come resolved."""
     res = reg.get(auth.project_id, name, version=version, label=label)
     inc = {
-        ref: version_out(pv) for ref, pv in reg.includes(auth.project_id, res.version.content).items()
+        ref: version_out(pv)
+        for ref, pv in reg.includes(auth.project_id, res.version.content).items()
     }
     labels = _labels_of(reg, auth.project_id, name).get(res.version.version)
     return version_out(res.version, labels, label=res.label, includes=inc)

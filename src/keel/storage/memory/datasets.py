@@ -22,9 +22,7 @@ class MemoryDatasetStore:
         self._rows: dict[str, dict[str, Row]] = {}
         self._versions: dict[str, list[tuple[DatasetVersion, list[str]]]] = {}
 
-    def add_dataset(
-        self, project_id: str, name: str, *, description: str | None = None
-    ) -> Dataset:
+    def add_dataset(self, project_id: str, name: str, *, description: str | None = None) -> Dataset:
         validate_name(name, "dataset name")
         with self._lock:
             if any(d.project_id == project_id and d.name == name for d in self._datasets.values()):

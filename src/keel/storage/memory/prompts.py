@@ -66,7 +66,11 @@ class MemoryPromptStore:
         self, project_id: str, name: str, content_hash: str
     ) -> PromptVersion | None:
         return next(
-            (v for v in self._versions.get((project_id, name), []) if v.content_hash == content_hash),
+            (
+                v
+                for v in self._versions.get((project_id, name), [])
+                if v.content_hash == content_hash
+            ),
             None,
         )
 
@@ -78,9 +82,7 @@ class MemoryPromptStore:
 
     def list_prompts(self, project_id: str) -> list[PromptVersion]:
         return [
-            vs[-1]
-            for (pid, _), vs in sorted(self._versions.items())
-            if pid == project_id and vs
+            vs[-1] for (pid, _), vs in sorted(self._versions.items()) if pid == project_id and vs
         ]
 
     def put_label(

@@ -8,7 +8,7 @@ is simply not stored twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -106,9 +106,7 @@ class SqlDatasetStore:
         self._db = db
         self._clock = clock
 
-    def add_dataset(
-        self, project_id: str, name: str, *, description: str | None = None
-    ) -> Dataset:
+    def add_dataset(self, project_id: str, name: str, *, description: str | None = None) -> Dataset:
         validate_name(name, "dataset name")
         d = Dataset(
             id=new_id("ds"),
@@ -157,7 +155,10 @@ class SqlDatasetStore:
         return [Dataset.model_validate(r._asdict()) for r in rows]
 
     def _check(self, conn: Connection, dataset_id: str) -> None:
-        if conn.execute(sa.select(datasets.c.id).where(datasets.c.id == dataset_id)).first() is None:
+        if (
+            conn.execute(sa.select(datasets.c.id).where(datasets.c.id == dataset_id)).first()
+            is None
+        ):
             raise NotFoundError(f"dataset {dataset_id!r} not found")
 
     def _insert_ignore(self) -> Any:
@@ -246,7 +247,12 @@ class SqlDatasetStore:
                 conn.execute(
                     dataset_version_rows.insert(),
                     [
-                        {"dataset_id": dataset_id, "version": v.version, "position": i + j, "row_id": rid}
+                        {
+                            "dataset_id": dataset_id,
+                            "version": v.version,
+                            "position": i + j,
+                            "row_id": rid,
+                        }
                         for j, rid in enumerate(ids[i : i + _CHUNK])
                     ],
                 )
@@ -273,7 +279,9 @@ class SqlDatasetStore:
             ).all()
         return [_version_from_row(r) for r in rows]
 
-    def _pages(self, dataset_id: str, version: int, batch_size: int, with_data: bool) -> Iterator[list[Any]]:
+    def _pages(
+        self, dataset_id: str, version: int, batch_size: int, with_data: bool
+    ) -> Iterator[Sequence[Any]]:
         self.get_version(dataset_id, version)
         pos = -1
         vr = dataset_version_rows

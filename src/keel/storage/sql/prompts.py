@@ -177,7 +177,12 @@ class SqlPromptStore:
             ]
         )
         if r is None:
-            if self._one([prompt_versions.c.project_id == project_id, prompt_versions.c.name == name]) is None:
+            if (
+                self._one(
+                    [prompt_versions.c.project_id == project_id, prompt_versions.c.name == name]
+                )
+                is None
+            ):
                 raise NotFoundError(f"prompt {name!r} not found")
             raise NotFoundError(f"prompt {name!r} has no version {version}")
         return _version_from_row(r)
@@ -219,9 +224,7 @@ class SqlPromptStore:
 
     def list_prompts(self, project_id: str) -> list[PromptVersion]:
         top = (
-            sa.select(
-                prompt_versions.c.name, sa.func.max(prompt_versions.c.version).label("v")
-            )
+            sa.select(prompt_versions.c.name, sa.func.max(prompt_versions.c.version).label("v"))
             .where(prompt_versions.c.project_id == project_id)
             .group_by(prompt_versions.c.name)
             .subquery()
@@ -230,9 +233,7 @@ class SqlPromptStore:
             prompt_versions.select()
             .join(
                 top,
-                sa.and_(
-                    prompt_versions.c.name == top.c.name, prompt_versions.c.version == top.c.v
-                ),
+                sa.and_(prompt_versions.c.name == top.c.name, prompt_versions.c.version == top.c.v),
             )
             .where(prompt_versions.c.project_id == project_id)
             .order_by(prompt_versions.c.name)

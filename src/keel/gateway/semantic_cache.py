@@ -1,0 +1,655 @@
+"""Semantic cache: answer a paraphrase of a cached prompt, but never with a wrong answer.
+
+A plain embedding-similarity threshold serves wrong answers: on Quora question pairs, MiniLM
+cosine >= 0.95 still matches 1.9 % of *different* questions ("... learn Java?" vs "... learn
+Python?") while catching only a fifth of the true paraphrases. This cache therefore decides in
+two steps:
+
+1. **Retrieve** the nearest cached prompts by MiniLM cosine (``keel.ml.embeddings``), within
+   one partition: the scope (tenant, route, model, prompt version; see
+   :class:`~keel.gateway.provider.CacheScope`) plus a hash of everything in the request except
+   the last user message (system prompt, earlier turns, tools, temperature, response_format
+   …). So only the last user turn is ever matched loosely; its context must match exactly, and
+   a tenant never sees another tenant's entries.
+2. **Verify** each candidate with :class:`Verifier`: hard rules (numbers, named entities and
+   negation must agree) and then a learned decision (logistic regression over similarity and
+   lexical-difference features, fitted on a tuning split of QQP, see ``bench/semantic_cache.py``
+   and ``docs/bench-cache.md``). Only a candidate that passes is served.
+
+Usage::
+
+    cache = SemanticCache()                               # uses keel.ml.embeddings lazily
+    hit = await cache.lookup(scope, body)                 # CacheHit(response, similarity) | None
+    await cache.store(scope, body, response, ttl_s=600)
+
+The vector index (:class:`VectorIndex`) is a per-partition float32 matrix searched by
+brute-force dot product while small and by an inverted-file (IVF) index once it grows past
+``ivf_min_rows``: centroids by k-means, ``nprobe`` nearest lists scanned, exact re-scoring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+
+from keel.gateway.cache import is_cacheable, normalize_request, scope_bytes
+from keel.gateway.provider import Body, CacheHit, CacheScope
+from keel.ml import text as mltext
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+class TextEmbedder(Protocol):
+    """Anything that turns texts into unit vectors (``keel.ml.embeddings.Embedder`` does)."""
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """An ``(n, d)`` float32 array of L2-normalised vectors."""
+        ...
+
+
+# --------------------------------------------------------------------------- prompt text
+
+
+def query_text(request: Body) -> str | None:
+    """The text matched semantically: the last user message (None if there is none)."""
+    messages = request.get("messages") or []
+    if not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "user":
+        return None
+    content = messages[-1].get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for p in content:
+            if not isinstance(p, dict) or p.get("type") != "text":
+                return None  # images, audio, files: only exact caching applies
+            parts.append(str(p.get("text", "")))
+        return "\n".join(parts)
+    return None
+
+
+def context_key(scope: CacheScope, request: Body) -> str:
+    """Hash of the scope and of the request without its last user message."""
+    norm = normalize_request(request)
+    norm["messages"] = list(norm.get("messages") or [])[:-1]
+    h = hashlib.sha256(scope_bytes(scope))
+    h.update(b"\x1e")
+    h.update(orjson.dumps(norm, option=orjson.OPT_SORT_KEYS))
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- verification
+
+_WH = ("what", "why", "how", "when", "where", "who", "which", "whom", "whose")
+_VOCAB_SIZE = 30522
+_DIGITS_RE = re.compile(r"\d")
+
+
+@lru_cache(maxsize=1)
+def _vocab() -> dict[str, int]:
+    """WordPiece vocabulary of the vendored MiniLM tokenizer (ids roughly follow frequency)."""
+    from importlib import resources
+
+    raw = resources.files("keel.assets").joinpath("minilm-tokenizer.json").read_bytes()
+    vocab: dict[str, int] = orjson.loads(raw)["model"]["vocab"]
+    return vocab
+
+
+@lru_cache(maxsize=65536)
+def rarity(word: str) -> float:
+    """0 (very common) .. 1 (rare or not a single vocabulary word), from the vocab rank."""
+    rank = _vocab().get(word)
+    if rank is None or rank < 1996:  # unknown (split into pieces) or special/punctuation
+        return 1.0
+    return min(1.0, math.log(rank - 1995 + 1) / math.log(_VOCAB_SIZE - 1995))
+
+
+@dataclass(frozen=True, slots=True)
+class TextFacts:
+    """What verification compares, computed once per text (at store and at lookup)."""
+
+    text: str
+    words: frozenset[str]
+    content: frozenset[str]  # stemmed content words
+    numbers: frozenset[float]
+    entity_words: frozenset[str]  # lower-cased words of capitalised spans
+    negated: bool
+    wh: str
+    n_words: int
+
+
+def text_facts(text: str) -> TextFacts:
+    """Tokens, stems, numbers, entities, negation and question word of one text."""
+    toks = mltext.tokenize(text)
+    nums: set[float] = set()
+    if _DIGITS_RE.search(text) or any(t in _NUMBER_WORDS for t in toks):
+        nums = {round(v, 6) for v in mltext.extract_numbers(text)}
+    ents: set[str] = set()
+    for e in mltext.extract_entities(text):
+        ents.update(w for w in mltext.tokenize(e) if w not in mltext.STOPWORDS)
+    wh = next((t for t in toks[:4] if t in _WH), "")
+    return TextFacts(
+        text=text,
+        words=frozenset(toks),
+        content=frozenset(mltext.content_tokens(toks)),
+        numbers=frozenset(nums),
+        entity_words=frozenset(ents),
+        negated=bool(mltext.negation_cues(toks)),
+        wh=wh,
+        n_words=len(toks),
+    )
+
+
+_NUMBER_WORDS = frozenset(
+    [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+        "twenty",
+        "thirty",
+        "forty",
+        "fifty",
+        "sixty",
+        "seventy",
+        "eighty",
+        "ninety",
+        "hundred",
+        "thousand",
+        "million",
+        "billion",
+        "trillion",
+        "dozen",
+        "half",
+    ]
+)
+
+FEATURES = (
+    "cos",
+    "cos_sq",
+    "jaccard",
+    "unmatched_rarity_sum",
+    "unmatched_rarity_max",
+    "unmatched_count",
+    "len_diff",
+    "wh_mismatch",
+    "entity_mismatch",
+)
+
+
+def pair_features(a: TextFacts, b: TextFacts, cos: float) -> list[float]:
+    """The verifier's feature vector for a cached text ``a`` and a query ``b`` (see FEATURES)."""
+    ca, cb = a.content, b.content
+    union = ca | cb
+    jac = len(ca & cb) / len(union) if union else 1.0
+    # Unmatched content words, by surface form, so "learn"/"learning" still match via stems.
+    diff = ca ^ cb
+    rar = [_stem_rarity(w, a, b) for w in diff]
+    ent_a = a.entity_words - b.words
+    ent_b = b.entity_words - a.words
+    return [
+        cos,
+        cos * cos,
+        jac,
+        sum(rar),
+        max(rar, default=0.0),
+        float(len(diff)),
+        abs(math.log((a.n_words + 1) / (b.n_words + 1))),
+        1.0 if a.wh != b.wh else 0.0,
+        float(len(ent_a) + len(ent_b)),
+    ]
+
+
+def _stem_rarity(stem: str, a: TextFacts, b: TextFacts) -> float:
+    # The rarest surface word that produced this stem, in either text.
+    best = 1.0 if stem not in _vocab() else rarity(stem)
+    for w in a.words | b.words:
+        if w.startswith(stem[:4]) and mltext.stem(w) == stem:
+            best = min(best, rarity(w))
+    return best
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Whether a candidate may be served, and why not."""
+
+    ok: bool
+    reason: str
+    score: float = 0.0
+
+
+# Fitted by ``python bench/semantic_cache.py --fit`` on the tuning half of QQP (see
+# docs/bench-cache.md); standardisation is folded into the weights.
+DEFAULT_WEIGHTS: dict[str, float] = {name: 0.0 for name in FEATURES}
+DEFAULT_BIAS = 0.0
+DEFAULT_DECISION = 0.5
+
+
+@dataclass(slots=True)
+class Verifier:
+    """Hard agreement rules, then a logistic decision over :data:`FEATURES`.
+
+    ``min_similarity`` is the retrieval floor (no candidate below it is considered). The rules
+    reject a candidate whose numbers differ, whose named entities do not appear in the other
+    text, or whose negation differs. ``decision`` is the probability the learned model must
+    reach; raise it for fewer false hits, lower it for more hits.
+    """
+
+    min_similarity: float = 0.80
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    bias: float = DEFAULT_BIAS
+    decision: float = DEFAULT_DECISION
+    check_numbers: bool = True
+    check_entities: bool = True
+    check_negation: bool = True
+
+    def rules(self, a: TextFacts, b: TextFacts) -> str | None:
+        """The first hard rule the pair breaks, or None."""
+        if self.check_numbers and a.numbers != b.numbers:
+            return "numbers"
+        if self.check_entities and (a.entity_words - b.words or b.entity_words - a.words):
+            return "entities"
+        if self.check_negation and a.negated != b.negated:
+            return "negation"
+        return None
+
+    def score(self, a: TextFacts, b: TextFacts, cos: float) -> float:
+        """The learned probability that ``b`` asks the same as ``a``."""
+        f = pair_features(a, b, cos)
+        z = self.bias + sum(self.weights.get(n, 0.0) * v for n, v in zip(FEATURES, f, strict=True))
+        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+    def verify(self, a: TextFacts, b: TextFacts, cos: float) -> Verdict:
+        """Accept or reject serving ``a``'s answer for query ``b`` at similarity ``cos``."""
+        if cos < self.min_similarity:
+            return Verdict(False, "similarity", 0.0)
+        if a.text == b.text:
+            return Verdict(True, "identical", 1.0)
+        broken = self.rules(a, b)
+        if broken:
+            return Verdict(False, broken, 0.0)
+        p = self.score(a, b, cos)
+        return Verdict(p >= self.decision, "model" if p < self.decision else "ok", p)
+
+
+# --------------------------------------------------------------------------- vector index
+
+
+class VectorIndex:
+    """Unit vectors by row id, searched by inner product.
+
+    Brute force (one vectorised matrix-vector product) below ``ivf_min_rows``; above it an
+    IVF index: ``sqrt(n)`` k-means centroids trained on a sample, vectors kept in one
+    contiguous block per list, ``nprobe`` lists scanned per query. Rebuilt when the index has
+    doubled since the last build. Deleted rows are masked, and compacted on rebuild.
+    """
+
+    def __init__(
+        self,
+        dim: int = 384,
+        *,
+        ivf_min_rows: int = 8192,
+        nprobe: int = 12,
+        seed: int = 0,
+    ) -> None:
+        import numpy as np
+
+        self._np = np
+        self.dim = dim
+        self.ivf_min_rows = ivf_min_rows
+        self.nprobe = nprobe
+        self._rng = np.random.default_rng(seed)
+        self._vecs = np.zeros((64, dim), dtype=np.float32)
+        self._alive = np.zeros(64, dtype=bool)
+        self._n = 0
+        self._n_alive = 0
+        # IVF state
+        self._centroids: np.ndarray | None = None
+        self._lists: list[np.ndarray] = []  # row ids per list
+        self._list_vecs: list[np.ndarray] = []
+        self._list_len: list[int] = []
+        self._built_at = 0
+
+    def __len__(self) -> int:
+        return self._n_alive
+
+    def add(self, vec: np.ndarray) -> int:
+        """Append a unit vector; returns its row id."""
+        np = self._np
+        if self._n == len(self._vecs):
+            grow = max(64, len(self._vecs))
+            self._vecs = np.concatenate([self._vecs, np.zeros((grow, self.dim), np.float32)])
+            self._alive = np.concatenate([self._alive, np.zeros(grow, bool)])
+        row = self._n
+        self._vecs[row] = vec
+        self._alive[row] = True
+        self._n += 1
+        self._n_alive += 1
+        if self._centroids is not None:
+            self._assign(row, vec)
+        if self._n_alive >= self.ivf_min_rows and self._n_alive >= 2 * self._built_at:
+            self.build()
+        return row
+
+    def remove(self, row: int) -> None:
+        """Mask a row out of every future search."""
+        if 0 <= row < self._n and self._alive[row]:
+            self._alive[row] = False
+            self._n_alive -= 1
+
+    def _assign(self, row: int, vec: np.ndarray) -> None:
+        np = self._np
+        assert self._centroids is not None
+        c = int(np.argmax(self._centroids @ vec))
+        n = self._list_len[c]
+        if n == len(self._lists[c]):
+            grow = max(16, n)
+            self._lists[c] = np.concatenate([self._lists[c], np.zeros(grow, np.int64)])
+            self._list_vecs[c] = np.concatenate(
+                [self._list_vecs[c], np.zeros((grow, self.dim), np.float32)]
+            )
+        self._lists[c][n] = row
+        self._list_vecs[c][n] = vec
+        self._list_len[c] = n + 1
+
+    def build(self, *, iterations: int = 8, sample: int = 20_000) -> None:
+        """(Re)train the IVF centroids with spherical k-means and re-assign every live row."""
+        np = self._np
+        rows = np.flatnonzero(self._alive[: self._n])
+        if len(rows) < 2 * 64:
+            return
+        k = max(16, int(math.sqrt(len(rows))))
+        pick = rows if len(rows) <= sample else self._rng.choice(rows, sample, replace=False)
+        data = self._vecs[pick]
+        cent = data[self._rng.choice(len(data), k, replace=False)].copy()
+        for _ in range(iterations):
+            assign = np.argmax(data @ cent.T, axis=1)
+            sums = np.zeros_like(cent)
+            np.add.at(sums, assign, data)
+            norms = np.linalg.norm(sums, axis=1, keepdims=True)
+            empty = norms[:, 0] == 0
+            sums[empty] = data[self._rng.choice(len(data), int(empty.sum()))]
+            norms[empty] = 1.0
+            cent = (sums / norms).astype(np.float32)
+        vecs = self._vecs[rows]
+        assign = np.empty(len(rows), dtype=np.int64)
+        for s in range(0, len(rows), 8192):
+            assign[s : s + 8192] = np.argmax(vecs[s : s + 8192] @ cent.T, axis=1)
+        order = np.argsort(assign, kind="stable")
+        counts = np.bincount(assign, minlength=k)
+        self._lists, self._list_vecs, self._list_len = [], [], []
+        start = 0
+        for c in range(k):
+            idx = order[start : start + counts[c]]
+            start += counts[c]
+            self._lists.append(rows[idx].astype(np.int64))
+            self._list_vecs.append(np.ascontiguousarray(vecs[idx]))
+            self._list_len.append(int(counts[c]))
+        self._centroids = cent
+        self._built_at = len(rows)
+
+    def search(self, q: np.ndarray, k: int = 4, min_score: float = -1.0) -> list[tuple[int, float]]:
+        """Up to ``k`` (row, score) pairs with score >= ``min_score``, best first."""
+        np = self._np
+        if self._n_alive == 0:
+            return []
+        if self._centroids is None:
+            scores = self._vecs[: self._n] @ q
+            scores[~self._alive[: self._n]] = -2.0
+            cand_rows = None
+        else:
+            cs = self._centroids @ q
+            probe = np.argpartition(cs, -min(self.nprobe, len(cs)))[-self.nprobe :]
+            parts_s, parts_r = [], []
+            for c in probe:
+                n = self._list_len[c]
+                if n:
+                    parts_s.append(self._list_vecs[c][:n] @ q)
+                    parts_r.append(self._lists[c][:n])
+            if not parts_s:
+                return []
+            scores = np.concatenate(parts_s)
+            cand_rows = np.concatenate(parts_r)
+            scores[~self._alive[cand_rows]] = -2.0
+        kk = min(k, len(scores))
+        top = np.argpartition(scores, -kk)[-kk:]
+        top = top[np.argsort(-scores[top])]
+        out = []
+        for i in top:
+            s = float(scores[i])
+            if s < min_score:
+                break
+            out.append((int(i) if cand_rows is None else int(cand_rows[i]), s))
+        return out
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+@dataclass(slots=True)
+class _Entry:
+    facts: TextFacts
+    response: bytes
+    expires_at: float
+
+
+class _Partition:
+    def __init__(self, dim: int, ivf_min_rows: int, nprobe: int) -> None:
+        self.index = VectorIndex(dim, ivf_min_rows=ivf_min_rows, nprobe=nprobe)
+        self.entries: dict[int, _Entry] = {}
+        self.by_text: dict[str, int] = {}
+
+
+class SemanticCache:
+    """Paraphrase-tolerant cache of ``chat.completion`` responses (in process).
+
+    ``embedder`` defaults to ``keel.ml.embeddings.get_embedder()`` (loaded on first use).
+    ``ttl_s`` is the default time to live; ``max_entries`` bounds each partition (the oldest
+    entries go first). ``top_k`` candidates are verified per lookup, best first. ``stats``
+    counts hits, misses, rejections by reason and stores.
+    """
+
+    def __init__(
+        self,
+        embedder: TextEmbedder | None = None,
+        *,
+        verifier: Verifier | None = None,
+        ttl_s: float = 3600.0,
+        max_entries: int = 100_000,
+        top_k: int = 4,
+        ivf_min_rows: int = 8192,
+        nprobe: int = 12,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._embedder = embedder
+        self.verifier = verifier or Verifier()
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.top_k = top_k
+        self._ivf_min_rows = ivf_min_rows
+        self._nprobe = nprobe
+        self._clock = clock
+        self._parts: dict[str, _Partition] = {}
+        self._lock = threading.RLock()
+        self.stats: dict[str, int] = {"hits": 0, "misses": 0, "stores": 0, "skipped": 0}
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        if self._embedder is None:
+            from keel.ml.embeddings import get_embedder
+
+            self._embedder = get_embedder()
+        return self._embedder.embed(list(texts))
+
+    # -- synchronous core (usable without an event loop)
+
+    def lookup_sync(self, scope: CacheScope, request: Body) -> CacheHit | None:
+        """Like :meth:`lookup`, blocking (embeds the query in this thread)."""
+        text = query_text(request)
+        if text is None:
+            return None
+        part_key = context_key(scope, request)
+        with self._lock:
+            part = self._parts.get(part_key)
+            if part is None or not part.entries:
+                self.stats["misses"] += 1
+                return None
+        vec = self._embed([text])[0]
+        return self.lookup_vector(part_key, text, vec)
+
+    def lookup_vector(self, part_key: str, text: str, vec: np.ndarray) -> CacheHit | None:
+        """Search and verify with an already computed query vector."""
+        qf = text_facts(text)
+        now = self._clock()
+        with self._lock:
+            part = self._parts.get(part_key)
+            if part is None:
+                self.stats["misses"] += 1
+                return None
+            cands = part.index.search(vec, self.top_k, self.verifier.min_similarity)
+            for row, sim in cands:
+                e = part.entries.get(row)
+                if e is None:
+                    continue
+                if e.expires_at <= now:
+                    self._drop(part, row)
+                    continue
+                v = self.verifier.verify(e.facts, qf, sim)
+                if v.ok:
+                    self.stats["hits"] += 1
+                    return CacheHit(response=orjson.loads(e.response), similarity=sim)
+                self.stats["reject_" + v.reason] = self.stats.get("reject_" + v.reason, 0) + 1
+            self.stats["misses"] += 1
+            return None
+
+    def store_sync(
+        self, scope: CacheScope, request: Body, response: Body, *, ttl_s: float | None = None
+    ) -> bool:
+        """Like :meth:`store`, blocking."""
+        text = query_text(request)
+        if text is None or not is_cacheable(response):
+            self.stats["skipped"] += 1
+            return False
+        vec = self._embed([text])[0]
+        return self.store_vector(context_key(scope, request), text, vec, response, ttl_s=ttl_s)
+
+    def store_vector(
+        self,
+        part_key: str,
+        text: str,
+        vec: np.ndarray,
+        response: Body,
+        *,
+        ttl_s: float | None = None,
+    ) -> bool:
+        """Insert with an already computed vector (a re-store of the same text replaces it)."""
+        facts = text_facts(text)
+        payload = orjson.dumps(response)
+        expires = self._clock() + (self.ttl_s if ttl_s is None else ttl_s)
+        with self._lock:
+            part = self._parts.get(part_key)
+            if part is None:
+                dim = int(vec.shape[0])
+                part = self._parts[part_key] = _Partition(dim, self._ivf_min_rows, self._nprobe)
+            old = part.by_text.get(text)
+            if old is not None:
+                self._drop(part, old)
+            while len(part.entries) >= self.max_entries:
+                self._drop(part, next(iter(part.entries)))  # insertion order: oldest first
+            row = part.index.add(vec)
+            part.entries[row] = _Entry(facts, payload, expires)
+            part.by_text[text] = row
+            self.stats["stores"] += 1
+        return True
+
+    def _drop(self, part: _Partition, row: int) -> None:
+        e = part.entries.pop(row, None)
+        if e is not None:
+            part.index.remove(row)
+            if part.by_text.get(e.facts.text) == row:
+                del part.by_text[e.facts.text]
+
+    def purge_expired(self) -> int:
+        """Drop expired entries everywhere; returns how many."""
+        now = self._clock()
+        n = 0
+        with self._lock:
+            for part in self._parts.values():
+                for row in [r for r, e in part.entries.items() if e.expires_at <= now]:
+                    self._drop(part, row)
+                    n += 1
+        return n
+
+    def clear(self) -> None:
+        """Drop everything."""
+        with self._lock:
+            self._parts.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(p.entries) for p in self._parts.values())
+
+    # -- async API (the gateway's Cache interface)
+
+    async def lookup(self, scope: CacheScope, request: Body) -> CacheHit | None:
+        """A verified cached answer for a paraphrase of this request in this scope, or None.
+
+        Embedding runs in a worker thread so the event loop is not blocked.
+        """
+        if query_text(request) is None:
+            return None
+        part_key = context_key(scope, request)
+        with self._lock:
+            if part_key not in self._parts:
+                self.stats["misses"] += 1
+                return None
+        return await asyncio.to_thread(self.lookup_sync, scope, request)
+
+    async def store(
+        self, scope: CacheScope, request: Body, response: Body, *, ttl_s: float | None = None
+    ) -> bool:
+        """Cache a complete response under the request's last user message."""
+        return await asyncio.to_thread(self.store_sync, scope, request, response, ttl_s=ttl_s)
+
+
+def describe(verifier: Verifier) -> dict[str, Any]:
+    """The verifier's settings (for span attributes and the docs)."""
+    return {
+        "min_similarity": verifier.min_similarity,
+        "decision": verifier.decision,
+        "rules": [
+            n
+            for n, on in (
+                ("numbers", verifier.check_numbers),
+                ("entities", verifier.check_entities),
+                ("negation", verifier.check_negation),
+            )
+            if on
+        ],
+    }

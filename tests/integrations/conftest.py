@@ -1,0 +1,140 @@
+"""Integration fixtures: a real Keel server (SQLite) on a free port, the scripted fake model
+server, and the Keel SDK exporting to that server over OTLP/HTTP."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "otlp"
+if str(FIXTURES) not in sys.path:
+    sys.path.insert(0, str(FIXTURES))
+
+from fake_llm_server import FakeLlmServer  # noqa: E402
+
+import keel  # noqa: E402
+from keel.core.ids import new_id  # noqa: E402
+from keel.core.projects import ApiKey, generate_api_key_secret, hash_api_key  # noqa: E402
+from keel.core.spans import LlmCall, Span, Trace  # noqa: E402
+from keel.otlp.dialects import to_llm_call  # noqa: E402
+
+
+@dataclass
+class KeelServer:
+    """A running Keel server and a handle on its store."""
+
+    url: str
+    store: Any
+    project_id: str
+    api_key: str
+
+    def wait_trace(self, trace_id: str, min_spans: int = 1, timeout: float = 15.0) -> Trace:
+        """Flush the SDK and wait until the trace is stored with at least ``min_spans``."""
+        keel.sdk.tracing.flush()
+        deadline = time.monotonic() + timeout
+        last: Trace | None = None
+        while time.monotonic() < deadline:
+            try:
+                last = self.store.spans.get_trace(self.project_id, trace_id)
+                if len(last.spans) >= min_spans:
+                    return last
+            except Exception:
+                pass
+            time.sleep(0.1)
+            keel.sdk.tracing.flush()
+        raise AssertionError(f"trace {trace_id} not stored in time (got {last})")
+
+
+def llm_calls(trace: Trace, scope_prefix: str | None = None) -> list[tuple[Span, LlmCall]]:
+    """The spans of a stored trace that Keel understands as model calls, by start time."""
+    out = []
+    for s in sorted(trace.spans, key=lambda s: s.start_time_ns):
+        if scope_prefix and not (s.scope or "").startswith(scope_prefix):
+            continue
+        c = to_llm_call(s)
+        if c is not None and c.operation in ("chat", "text_completion", "generate_content"):
+            out.append((s, c))
+    return out
+
+
+def trace_id_of(ks: Any) -> str:
+    """Hex trace id of a ``keel.span`` handle."""
+    return format(ks.otel_span.get_span_context().trace_id, "032x")
+
+
+@pytest.fixture(scope="session")
+def fake_llm() -> Iterator[FakeLlmServer]:
+    with FakeLlmServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def keel_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeelServer]:
+    uvicorn = pytest.importorskip("uvicorn")
+    from keel.server import create_app
+    from keel.settings import Settings
+    from keel.storage import open_store
+
+    db = tmp_path_factory.mktemp("keel") / "keel.db"
+    store = open_store(f"sqlite:///{db}")
+    project = store.projects.add_project("integrations")
+    secret = generate_api_key_secret()
+    store.projects.add_api_key(
+        ApiKey(
+            id=new_id("key"),
+            project_id=project.id,
+            name="sdk",
+            prefix=secret[:12],
+            key_hash=hash_api_key(secret),
+            created_at=datetime.now(UTC),
+        )
+    )
+    app = create_app(Settings(), store)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("keel server did not start")
+        time.sleep(0.05)
+    yield KeelServer(f"http://127.0.0.1:{port}", store, project.id, secret)
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+@pytest.fixture(scope="session")
+def keel_tracing(keel_server: KeelServer) -> Iterator[KeelServer]:
+    """The SDK set up against the in-process server (strict: export errors fail the test)."""
+    keel.init(
+        endpoint=keel_server.url,
+        api_key=keel_server.api_key,
+        service_name="keel-integrations",
+        project="integrations",
+        schedule_delay_millis=100,
+        strict=True,
+    )
+    yield keel_server
+    keel.shutdown()
+
+
+@pytest.fixture
+def instrumented(keel_tracing: KeelServer) -> Iterator[KeelServer]:
+    """Each test enables the integrations it needs; they are switched off afterwards."""
+    yield keel_tracing
+    from keel.sdk.integrations import uninstrument
+
+    uninstrument()
