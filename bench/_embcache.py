@@ -45,7 +45,9 @@ def embed_cached(
             chunk = todo[i : i + shard]
             vecs = emb.embed(chunk, batch_size=64)
             np.savez(
-                cache_dir / f"shard-{n_existing:04d}.npz", texts=np.array(chunk, dtype=str), vecs=vecs
+                cache_dir / f"shard-{n_existing:04d}.npz",
+                texts=np.array(chunk, dtype=str),
+                vecs=vecs,
             )
             n_existing += 1
             for t, v in zip(chunk, vecs, strict=True):

@@ -56,12 +56,22 @@ def load(task: str, rows: range, *, sample: int | None = None, seed: int = 7) ->
                 continue
             d = json.loads(line)
             if task == "qa":
-                ctx, q, good, bad = d["knowledge"], d["question"], d["right_answer"], d["hallucinated_answer"]
+                ctx, q, good, bad = (
+                    d["knowledge"],
+                    d["question"],
+                    d["right_answer"],
+                    d["hallucinated_answer"],
+                )
             elif task == "dialogue":
                 ctx, q = d["knowledge"], d["dialogue_history"]
                 good, bad = d["right_response"], d["hallucinated_response"]
             else:
-                ctx, q, good, bad = d["document"], None, d["right_summary"], d["hallucinated_summary"]
+                ctx, q, good, bad = (
+                    d["document"],
+                    None,
+                    d["right_summary"],
+                    d["hallucinated_summary"],
+                )
             out.append(Example(task, i, good, ctx, q, 1))
             out.append(Example(task, i, bad, ctx, q, 0))
     return out
@@ -88,7 +98,9 @@ def roc_auc(labels: list[int] | np.ndarray, scores: list[float] | np.ndarray) ->
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def balanced_accuracy(labels: list[int] | np.ndarray, scores: list[float] | np.ndarray, threshold: float) -> float:
+def balanced_accuracy(
+    labels: list[int] | np.ndarray, scores: list[float] | np.ndarray, threshold: float
+) -> float:
     """Mean of the recall on grounded and on hallucinated examples at ``score >= threshold``."""
     y = np.asarray(labels)
     pred = np.asarray(scores) >= threshold
@@ -97,7 +109,9 @@ def balanced_accuracy(labels: list[int] | np.ndarray, scores: list[float] | np.n
     return (tpr + tnr) / 2
 
 
-def best_threshold(labels: list[int] | np.ndarray, scores: list[float] | np.ndarray) -> tuple[float, float]:
+def best_threshold(
+    labels: list[int] | np.ndarray, scores: list[float] | np.ndarray
+) -> tuple[float, float]:
     """The threshold with the highest balanced accuracy (and that accuracy)."""
     s = np.asarray(scores, dtype=float)
     cands = np.unique(np.quantile(s, np.linspace(0.01, 0.99, 197)))

@@ -212,7 +212,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(store_url: str, port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start_server(
+    store_url: str, port: int, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, **(extra_env or {})}
     keel = str(Path(sys.executable).with_name("keel"))
     proc = subprocess.Popen(
@@ -225,11 +227,18 @@ def start_server(store_url: str, port: int, extra_env: dict[str, str] | None = N
     return proc
 
 
-def wait_ready(port: int, proc: subprocess.Popen[bytes] | None = None, path: str = "/healthz", timeout: float = 60) -> None:
+def wait_ready(
+    port: int,
+    proc: subprocess.Popen[bytes] | None = None,
+    path: str = "/healthz",
+    timeout: float = 60,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise RuntimeError(
+                f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}"
+            )
         try:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             c.request("GET", path)
@@ -300,7 +309,9 @@ def load(
     }
 
 
-def bench_keel(store_url: str, payloads: list[tuple[bytes, int]], seconds: float, clients: int, gz: bool) -> dict[str, Any]:
+def bench_keel(
+    store_url: str, payloads: list[tuple[bytes, int]], seconds: float, clients: int, gz: bool
+) -> dict[str, Any]:
     from keel.storage import open_store
 
     port = free_port()
@@ -355,17 +366,36 @@ def time_queries(url: str, repeat: int = 5) -> list[tuple[str, float, int]]:
     mid = first.items[-1].start_time_ns
     cases: list[tuple[str, Callable[[], Any]]] = [
         ("newest 50", lambda: sp.list_traces("default", limit=50)),
-        ("next page (cursor)", lambda: sp.list_traces("default", limit=50, cursor=first.next_cursor)),
+        (
+            "next page (cursor)",
+            lambda: sp.list_traces("default", limit=50, cursor=first.next_cursor),
+        ),
         ("model=gpt-4o", lambda: sp.list_traces("default", TraceFilter(model="gpt-4o"))),
         ("status=error", lambda: sp.list_traces("default", TraceFilter(status="error"))),
-        ("service + time range", lambda: sp.list_traces("default", TraceFilter(service="billing-agent", start_to_ns=mid))),
+        (
+            "service + time range",
+            lambda: sp.list_traces(
+                "default", TraceFilter(service="billing-agent", start_to_ns=mid)
+            ),
+        ),
         ("min_cost 0.01", lambda: sp.list_traces("default", TraceFilter(min_cost_usd=0.01))),
         ("min_duration 2s", lambda: sp.list_traces("default", TraceFilter(min_duration_ms=2000))),
-        ("prompt support-system@3", lambda: sp.list_traces("default", TraceFilter(prompt_name="support-system", prompt_version=3))),
+        (
+            "prompt support-system@3",
+            lambda: sp.list_traces(
+                "default", TraceFilter(prompt_name="support-system", prompt_version=3)
+            ),
+        ),
         ("sort by duration", lambda: sp.list_traces("default", sort="duration")),
         ("sort by cost", lambda: sp.list_traces("default", sort="cost")),
-        ("text 'lookup' in span names", lambda: sp.list_traces("default", TraceFilter(text="lookup"))),
-        ("text (no match, full scan)", lambda: sp.list_traces("default", TraceFilter(text="zzz-nothing"))),
+        (
+            "text 'lookup' in span names",
+            lambda: sp.list_traces("default", TraceFilter(text="lookup")),
+        ),
+        (
+            "text (no match, full scan)",
+            lambda: sp.list_traces("default", TraceFilter(text="zzz-nothing")),
+        ),
         ("get_trace", lambda: sp.get_trace("default", first.items[3].trace_id)),
     ]
     out = []
@@ -386,8 +416,12 @@ def time_queries(url: str, repeat: int = 5) -> list[tuple[str, float, int]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="short run: 5 s load, 100k spans for the list")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="short run: 5 s load, 100k spans for the list"
+    )
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--batch", type=int, default=300, help="spans per request")
@@ -396,7 +430,9 @@ def main() -> None:
     ap.add_argument("--list-spans", type=int, default=1_000_000)
     ap.add_argument("--skip-ingest", action="store_true")
     ap.add_argument("--skip-list", action="store_true")
-    ap.add_argument("--phoenix", help="base URL of a running Phoenix server (e.g. http://127.0.0.1:6006)")
+    ap.add_argument(
+        "--phoenix", help="base URL of a running Phoenix server (e.g. http://127.0.0.1:6006)"
+    )
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
     if args.quick:
@@ -440,9 +476,13 @@ def main() -> None:
         url = f"sqlite:///{db}"
         if not db.exists():
             dt = fill_store(url, args.list_spans)
-            print(f"filled {args.list_spans:,} spans via the store API in {dt:.0f} s ({args.list_spans / dt:,.0f} spans/s)")
+            print(
+                f"filled {args.list_spans:,} spans via the store API in {dt:.0f} s ({args.list_spans / dt:,.0f} spans/s)"
+            )
         size = sum(p.stat().st_size for p in work.glob("list.db*"))
-        print(f"trace list over {args.list_spans:,} spans (SQLite, {size / 2**20:.0f} MiB), median of 5:")
+        print(
+            f"trace list over {args.list_spans:,} spans (SQLite, {size / 2**20:.0f} MiB), median of 5:"
+        )
         for name, ms, n in time_queries(url):
             print(f"  {name:<32} {ms:8.1f} ms  ({n} rows)")
     if not args.workdir:

@@ -41,9 +41,14 @@ def load_sources(data_dir: pathlib.Path, n_benign: int) -> dict[str, tuple[int, 
     rng = random.Random(7)
     src: dict[str, tuple[int, list[str]]] = {}
     for kind in ("hijacking", "extraction"):
-        rows = [json.loads(x) for x in gzip.open(data_dir / f"tensortrust-{kind}-dev.jsonl.gz", "rt")]
+        rows = [
+            json.loads(x) for x in gzip.open(data_dir / f"tensortrust-{kind}-dev.jsonl.gz", "rt")
+        ]
         src[f"tt_{kind}"] = (1, sorted({r["attack"] for r in rows if r["attack"].strip()}))
-        defences = sorted({r["pre_prompt"] for r in rows} | {r["post_prompt"] for r in rows if len(r["post_prompt"]) > 20})
+        defences = sorted(
+            {r["pre_prompt"] for r in rows}
+            | {r["post_prompt"] for r in rows if len(r["post_prompt"]) > 20}
+        )
         src[f"tt_{kind}_defence"] = (0, defences)
     src["handwritten_attacks"] = (1, list(ATTACKS))
     src["handwritten_benign"] = (0, list(BENIGN))
@@ -57,19 +62,31 @@ def load_sources(data_dir: pathlib.Path, n_benign: int) -> dict[str, tuple[int, 
     if spec and spec.origin:
         p = pathlib.Path(spec.origin).parent / "benchs/halueval/dataset_halueval_qa.jsonl"
         rows = [json.loads(x) for i, x in enumerate(p.open()) if i < 5000]
-        src["halueval_q"] = (0, rng.sample([r["question"] for r in rows], min(n_benign // 2, len(rows))))
-        src["halueval_knowledge"] = (0, rng.sample([r["knowledge"] for r in rows], min(n_benign // 4, len(rows))))
+        src["halueval_q"] = (
+            0,
+            rng.sample([r["question"] for r in rows], min(n_benign // 2, len(rows))),
+        )
+        src["halueval_knowledge"] = (
+            0,
+            rng.sample([r["knowledge"] for r in rows], min(n_benign // 4, len(rows))),
+        )
     return src
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data-dir", default=str(pathlib.Path(__file__).parents[2] / "shared/data"))
     ap.add_argument("--benign", type=int, default=6000, help="QQP questions to sample")
     ap.add_argument("--C", type=float, default=0.5)
     ap.add_argument("--max-fpr", type=float, default=0.01)
     ap.add_argument("--out", default=str(OUT))
-    ap.add_argument("--no-defences", action="store_true", help="leave Tensor Trust defence prompts out of training")
+    ap.add_argument(
+        "--no-defences",
+        action="store_true",
+        help="leave Tensor Trust defence prompts out of training",
+    )
     ap.add_argument("--dry-run", action="store_true", help="do not write the weights file")
     a = ap.parse_args()
     from sklearn.feature_extraction import DictVectorizer
@@ -98,13 +115,20 @@ def main() -> None:
     clf.fit(X, train_y, sample_weight=sw)
     names = vec.get_feature_names_out()
     coef = clf.coef_[0]
-    weights = {str(n): round(float(c), 4) for n, c in zip(names, coef, strict=True) if abs(c) >= 0.02}
+    weights = {
+        str(n): round(float(c), 4) for n, c in zip(names, coef, strict=True) if abs(c) >= 0.02
+    }
     model = {"bias": round(float(clf.intercept_[0]), 4), "weights": weights, "threshold": 0.5}
 
     # choose the cut on held-out dev text: every benign source under max_fpr
-    scores = {n: (lab, [inj.injection_probability(t, model) for t in texts]) for n, (lab, texts) in dev.items()}
+    scores = {
+        n: (lab, [inj.injection_probability(t, model) for t in texts])
+        for n, (lab, texts) in dev.items()
+    }
     # system prompts (defences) are not what the evaluator scans, so they do not set the cut
-    benign_scores = {n: sorted(s) for n, (lab, s) in scores.items() if lab == 0 and s and "defence" not in n}
+    benign_scores = {
+        n: sorted(s) for n, (lab, s) in scores.items() if lab == 0 and s and "defence" not in n
+    }
     cut = 0.5
     for n, s in benign_scores.items():
         k = int(len(s) * a.max_fpr)  # allowed false positives
@@ -125,7 +149,9 @@ def main() -> None:
         "note": "cut chosen on hash-held-out 20% of each development source; bastioncorpus unseen",
     }
     if not a.dry_run:
-        pathlib.Path(a.out).write_text(json.dumps(model, ensure_ascii=False, sort_keys=True, separators=(",", ":")), "utf-8")
+        pathlib.Path(a.out).write_text(
+            json.dumps(model, ensure_ascii=False, sort_keys=True, separators=(",", ":")), "utf-8"
+        )
         print(f"wrote {a.out} ({pathlib.Path(a.out).stat().st_size // 1024} KiB)")
     print(f"{time.time() - t0:.1f} s")
 

@@ -30,6 +30,7 @@ from keel.storage import open_store
 from .upstream import ScriptedUpstream, scripted_answer
 
 KEEL = str(Path(sys.executable).parent / "keel")
+pytestmark = pytest.mark.timeout(600)  # several CLI processes per test
 QUESTIONS = {f"What is the refund code for order {i}?": f"RF-{i:04d}" for i in range(80)}
 SYSTEMS = {
     1: "You are a helpful refund agent.",

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import threading
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime

@@ -6,7 +6,9 @@ work through the SDK, then keep serving (``--no-wait`` returns instead, for test
 
 from __future__ import annotations
 
-import threading
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,23 +41,25 @@ class DemoContext:
         return {"Authorization": f"Bearer {self.api_key}"}
 
 
-def _start_server(app: Any, host: str, port: int) -> tuple[Any, threading.Thread]:
-    import uvicorn
-
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="keel-demo-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
+def _start_server(settings: Any, host: str, port: int) -> subprocess.Popen[bytes]:
+    """Run ``keel serve`` as a child process (the SDK in this process then talks to it over
+    HTTP exactly as an application would) and wait until it answers ``/healthz``."""
+    env = {**os.environ, "KEEL_STORE__URL": settings.store.url}
+    cmd = [sys.executable, "-m", "keel", "serve", "--host", host, "--port", str(port), "--log-level", "warning"]
+    if settings.source:
+        cmd[3:3] = ["--config", settings.source]
+    proc = subprocess.Popen(cmd, env=env)
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
         try:
             if httpx.get(f"http://{host}:{port}/healthz", timeout=1).status_code == 200:
-                return server, thread
+                return proc
         except httpx.HTTPError:
             pass
-        if not thread.is_alive():
-            break
-        time.sleep(0.1)
+        time.sleep(0.2)
+    proc.kill()
     raise UnavailableError(
         f"the server did not come up on {host}:{port}",
         hint=f"is the port taken? try `keel demo --port {port + 1}`",
@@ -82,7 +86,18 @@ def step_send_spans(demo: DemoContext) -> str:
     return f"{n} trace(s) stored"
 
 
+def step_check_auth(demo: DemoContext) -> str:
+    """The key opens the REST API; no key gets 401."""
+    ok = httpx.get(f"{demo.base_url}/api/projects", headers=demo.headers, timeout=10)
+    ok.raise_for_status()
+    anon = httpx.get(f"{demo.base_url}/api/projects", timeout=10)
+    if anon.status_code != 401:
+        raise RuntimeError(f"expected 401 without a key, got {anon.status_code}")
+    return f"project {ok.json()['data'][0]['name']!r} with the key; 401 without it"
+
+
 STEPS: list[tuple[str, Callable[[DemoContext], str]]] = [
+    ("check API-key auth", step_check_auth),
     ("send an agent trace through the SDK", step_send_spans),
 ]
 
@@ -96,7 +111,6 @@ def demo(
 ) -> None:
     """Start Keel on SQLite and run the demo workflow."""
     from keel.cli.keys import ensure_project
-    from keel.server import create_app
     from keel.server.auth import create_api_key
     from keel.storage import open_store
 
@@ -106,7 +120,8 @@ def demo(
     project = ensure_project(store, "demo")
     _key, secret = create_api_key(store, project, f"demo-{int(time.time())}")  # type: ignore[arg-type]
     base_url = f"http://{host}:{port}"
-    server, thread = _start_server(create_app(settings, store), host, port)
+    store.close()
+    proc = _start_server(settings, host, port)
     demo_ctx = DemoContext(base_url=base_url, api_key=secret, project="demo")
     table = Table(title="Keel demo", header_style="bold cyan")
     table.add_column("step")
@@ -126,13 +141,12 @@ def demo(
         )
     )
     if not wait:
-        server.should_exit = True
-        thread.join(timeout=10)
+        proc.terminate()
+        proc.wait(timeout=15)
         return
     console.print("Serving; press Ctrl-C to stop.")
     try:
-        while thread.is_alive():
-            thread.join(0.5)
+        proc.wait()
     except KeyboardInterrupt:
-        server.should_exit = True
-        thread.join(timeout=10)
+        proc.terminate()
+        proc.wait(timeout=15)

@@ -81,7 +81,8 @@ def record_to_row(rec: dict[str, Any], where: str) -> Row:
         if not isinstance(meta, dict):
             raise InvalidInputError(f"{where}: metadata must be an object")
         known["metadata"] = {**extra, **meta}
-    known.pop("id", None)
+    if "id" in known and not isinstance(known["id"], str):
+        known["id"] = str(known["id"])
     try:
         return Row.model_validate(known)
     except ValueError as e:

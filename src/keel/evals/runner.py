@@ -344,6 +344,8 @@ class EvalRunner:
         self._outage: BaseException | None = None
         self._stop_cost = False
         self._closing = False
+        self._prepared: dict[tuple[str, int], tuple[dict[str, Any], str | None]] = {}
+        self._cache_hits: dict[str, Any] = {}
         self._pool: ThreadPoolExecutor | None = None
 
     def _limiter(self) -> RateLimiter | None:
@@ -364,6 +366,7 @@ class EvalRunner:
                 else:
                     work.append((idx, row, rep))
         self.progress.total = len(work)
+        await self._prefetch_cache(work)
         self._flush_event = asyncio.Event()
         if self.opt.evaluator_threads:
             self._pool = ThreadPoolExecutor(
@@ -406,6 +409,30 @@ class EvalRunner:
             )
         return self.progress
 
+    def _prepare(self, row: Row, rep: int) -> tuple[dict[str, Any], str | None]:
+        request = self.target.prepare(row, rep)
+        req_hash = (
+            content_hash({"request": request, "repeat": rep}) if self.target.cacheable else None
+        )
+        return request, req_hash
+
+    async def _prefetch_cache(self, work: list[tuple[int, Row, int]]) -> None:
+        """Prepare every request and look the cache up in bulk (one query per 500 rows)."""
+        if not (self.opt.cache and self.target.cacheable):
+            return
+        for i in range(0, len(work), 500):
+            keys = []
+            for _, row, rep in work[i : i + 500]:
+                try:
+                    prepared = self._prepare(row, rep)
+                except Exception:
+                    continue  # the row records its error when it runs
+                self._prepared[(row.id, rep)] = prepared
+                if prepared[1]:
+                    keys.append(prepared[1])
+            if keys:
+                self._cache_hits.update(await asyncio.to_thread(self.store.get_cached_outputs, keys))
+
     async def _one(self, run_id: str, idx: int, row: Row, rep: int) -> None:
         t0 = time.perf_counter()
         out: TargetOutput | None = None
@@ -413,15 +440,10 @@ class EvalRunner:
         cached = False
         req_hash: str | None = None
         try:
-            request = self.target.prepare(row, rep)
-            req_hash = (
-                content_hash({"request": request, "repeat": rep}) if self.target.cacheable else None
-            )
+            prepared = self._prepared.pop((row.id, rep), None)
+            request, req_hash = prepared if prepared is not None else self._prepare(row, rep)
             if req_hash and self.opt.cache:
-                hit = self._pending_cache.get(req_hash)
-                if hit is None:
-                    got = await asyncio.to_thread(self.store.get_cached_outputs, [req_hash])
-                    hit = got.get(req_hash)
+                hit = self._pending_cache.get(req_hash) or self._cache_hits.get(req_hash)
                 if hit is not None:
                     out = TargetOutput.from_cache(hit)
                     cached = True

@@ -148,7 +148,7 @@ class RouterSnapshot:
 
     def _ref_target(self, ref: str) -> TargetConfig:
         if ref.startswith(("fake:", "local:")):
-            return TargetConfig(provider=ref.split(":", 1)[0], model=ref)
+            return TargetConfig(provider=ref.split(":", 1)[0], model=ref, name=ref)
         prov, _, model = ref.partition("/")
         return TargetConfig(provider=prov, model=model)
 

@@ -121,75 +121,174 @@ class TextFacts:
 
     text: str
     words: frozenset[str]
-    content: frozenset[str]  # stemmed content words
-    numbers: frozenset[float]
-    entity_words: frozenset[str]  # lower-cased words of capitalised spans
+    content: dict[str, float]  # stemmed content word -> rarity of its rarest surface form
+    numbers: frozenset[str]
+    entity_words: frozenset[str]  # lower-cased capitalised words not opening a sentence
     negated: bool
     wh: str
     n_words: int
 
 
+_NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        [
+            "zero",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+            "eleven",
+            "twelve",
+            "thirteen",
+            "fourteen",
+            "fifteen",
+            "sixteen",
+            "seventeen",
+            "eighteen",
+            "nineteen",
+            "twenty",
+        ]
+    )
+}
+_NUMBER_WORDS.update(
+    {
+        w: str(10 * (i + 3))
+        for i, w in enumerate(["thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"])
+    }
+)
+_NUMBER_WORDS.update({"hundred": "100", "thousand": "1000", "million": "1e6", "billion": "1e9"})
+_NUM_RE = re.compile(r"\d+(?:[.,]\d+)*")
+_CAP_RE = re.compile(r"(?:^|(?<=[\s(\"'/-]))([A-Z][A-Za-z0-9&'.-]*)")
+_SENT_START_RE = re.compile(r"(?:^|[.!?]\s+|\n)\W*([A-Za-z][\w'.-]*)")
+_NOT_NAMES = frozenset(
+    [
+        "i",
+        "i'm",
+        "i've",
+        "i'd",
+        "i'll",
+        "a",
+        "an",
+        "the",
+        "this",
+        "that",
+        "these",
+        "those",
+        "it",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "do",
+        "does",
+        "did",
+        "what",
+        "why",
+        "how",
+        "when",
+        "where",
+        "who",
+        "which",
+        "whom",
+        "whose",
+        "can",
+        "could",
+        "should",
+        "would",
+        "will",
+        "shall",
+        "may",
+        "might",
+        "must",
+        "if",
+        "in",
+        "on",
+        "at",
+        "for",
+        "to",
+        "of",
+        "and",
+        "or",
+        "but",
+        "not",
+        "no",
+        "yes",
+        "my",
+        "your",
+        "our",
+        "their",
+        "his",
+        "her",
+        "its",
+    ]
+)
+
+
+def _numbers(text: str, toks: list[str]) -> frozenset[str]:
+    out = set()
+    for m in _NUM_RE.findall(text):
+        raw = m.replace(",", "")
+        try:
+            out.add(repr(float(raw)))
+        except ValueError:
+            out.add(raw)
+    for t in toks:
+        if t in _NUMBER_WORDS:
+            out.add(repr(float(_NUMBER_WORDS[t])))
+    return frozenset(out)
+
+
+def _entity_words(text: str) -> frozenset[str]:
+    starts = {m.group(1) for m in _SENT_START_RE.finditer(text)}
+    out = set()
+    for w in _CAP_RE.findall(text):
+        w = w.rstrip(".'-")
+        low = w.lower()
+        if not w or low in _NOT_NAMES or low in mltext.STOPWORDS:
+            continue
+        if w in starts and not (len(w) > 1 and w.isupper()):
+            continue  # a capital that only opens a sentence says nothing
+        out.update(mltext.tokenize(low))
+    return frozenset(out)
+
+
 def text_facts(text: str) -> TextFacts:
-    """Tokens, stems, numbers, entities, negation and question word of one text."""
+    """Tokens, stems, numbers, entities, negation and question word of one text.
+
+    Deliberately cheap (tens of microseconds): it runs on every lookup. Numbers are digit
+    runs and number words; entities are capitalised words that do not open a sentence (and
+    all-caps acronyms), compared case-insensitively against the other text's words, which
+    tolerates the casing noise of real prompts.
+    """
     toks = mltext.tokenize(text)
-    nums: set[float] = set()
-    if _DIGITS_RE.search(text) or any(t in _NUMBER_WORDS for t in toks):
-        nums = {round(v, 6) for v in mltext.extract_numbers(text)}
-    ents: set[str] = set()
-    for e in mltext.extract_entities(text):
-        ents.update(w for w in mltext.tokenize(e) if w not in mltext.STOPWORDS)
+    content: dict[str, float] = {}
+    for t in toks:
+        if t in mltext.STOPWORDS or (len(t) < 2 and not t.isdigit()):
+            continue
+        st = mltext.stem(t)
+        r = rarity(t)
+        if r < content.get(st, 2.0):
+            content[st] = r
     wh = next((t for t in toks[:4] if t in _WH), "")
     return TextFacts(
         text=text,
         words=frozenset(toks),
-        content=frozenset(mltext.content_tokens(toks)),
-        numbers=frozenset(nums),
-        entity_words=frozenset(ents),
+        content=content,
+        numbers=_numbers(text, toks),
+        entity_words=_entity_words(text),
         negated=bool(mltext.negation_cues(toks)),
         wh=wh,
         n_words=len(toks),
     )
 
-
-_NUMBER_WORDS = frozenset(
-    [
-        "zero",
-        "one",
-        "two",
-        "three",
-        "four",
-        "five",
-        "six",
-        "seven",
-        "eight",
-        "nine",
-        "ten",
-        "eleven",
-        "twelve",
-        "thirteen",
-        "fourteen",
-        "fifteen",
-        "sixteen",
-        "seventeen",
-        "eighteen",
-        "nineteen",
-        "twenty",
-        "thirty",
-        "forty",
-        "fifty",
-        "sixty",
-        "seventy",
-        "eighty",
-        "ninety",
-        "hundred",
-        "thousand",
-        "million",
-        "billion",
-        "trillion",
-        "dozen",
-        "half",
-    ]
-)
 
 FEATURES = (
     "cos",
@@ -200,40 +299,25 @@ FEATURES = (
     "unmatched_count",
     "len_diff",
     "wh_mismatch",
-    "entity_mismatch",
 )
 
 
 def pair_features(a: TextFacts, b: TextFacts, cos: float) -> list[float]:
     """The verifier's feature vector for a cached text ``a`` and a query ``b`` (see FEATURES)."""
     ca, cb = a.content, b.content
-    union = ca | cb
-    jac = len(ca & cb) / len(union) if union else 1.0
-    # Unmatched content words, by surface form, so "learn"/"learning" still match via stems.
-    diff = ca ^ cb
-    rar = [_stem_rarity(w, a, b) for w in diff]
-    ent_a = a.entity_words - b.words
-    ent_b = b.entity_words - a.words
+    inter = sum(1 for w in ca if w in cb)
+    union = len(ca) + len(cb) - inter
+    rar = [r for w, r in ca.items() if w not in cb] + [r for w, r in cb.items() if w not in ca]
     return [
         cos,
         cos * cos,
-        jac,
+        inter / union if union else 1.0,
         sum(rar),
         max(rar, default=0.0),
-        float(len(diff)),
+        float(len(rar)),
         abs(math.log((a.n_words + 1) / (b.n_words + 1))),
         1.0 if a.wh != b.wh else 0.0,
-        float(len(ent_a) + len(ent_b)),
     ]
-
-
-def _stem_rarity(stem: str, a: TextFacts, b: TextFacts) -> float:
-    # The rarest surface word that produced this stem, in either text.
-    best = 1.0 if stem not in _vocab() else rarity(stem)
-    for w in a.words | b.words:
-        if w.startswith(stem[:4]) and mltext.stem(w) == stem:
-            best = min(best, rarity(w))
-    return best
 
 
 @dataclass(frozen=True, slots=True)

@@ -226,17 +226,23 @@ class SpanEmitter:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
-            await self.flush()
+            await self._flush_once()
+
+    async def _flush_once(self) -> None:
+        # one hop to the worker thread per interval, whatever arrives meanwhile waits
+        items = [self.pending.popleft() for _ in range(min(self.batch * 4, len(self.pending)))]
+        if not items or self.sink is None:
+            return
+        try:
+            await asyncio.to_thread(self._write, items)
+        except Exception:
+            self.failed += len(items)
+            log.warning("gateway spans could not be written (%d dropped)", len(items), exc_info=True)
 
     async def flush(self) -> None:
         """Write everything pending now."""
         while self.pending and self.sink is not None:
-            items = [self.pending.popleft() for _ in range(min(self.batch, len(self.pending)))]
-            try:
-                await asyncio.to_thread(self._write, items)
-            except Exception:
-                self.failed += len(items)
-                log.warning("gateway spans could not be written (%d dropped)", len(items), exc_info=True)
+            await self._flush_once()
 
     def _write(self, items: list[Pending]) -> None:
         recs = []

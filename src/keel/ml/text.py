@@ -44,6 +44,7 @@ __all__ = [
     "extract_numbers",
     "extract_quantities",
     "hedge_cues",
+    "is_factual",
     "is_negated",
     "negation_cues",
     "normalize",
@@ -259,8 +260,23 @@ class Quantity:
         return _close(self.value, other.value, rel_tol) or _close(self.raw, other.raw, rel_tol)
 
 
+def _decimals(x: float) -> int:
+    t = repr(float(x))
+    return 0 if t.endswith(".0") else len(t.split(".")[1]) if "." in t else 0
+
+
 def _close(a: float, b: float, rel_tol: float) -> bool:
-    return abs(a - b) <= max(1e-9, rel_tol * max(abs(a), abs(b)))
+    """Equal, or equal after rounding the more precise number to the other's precision
+    (14.2 ~ 14, 3.47 ~ 3.5), or within ``rel_tol`` for large scaled values (1.5 million)."""
+    if a == b:
+        return True
+    da, db = _decimals(a), _decimals(b)
+    if da != db:
+        lo, hi = (a, b) if da < db else (b, a)
+        if round(hi, min(da, db)) == lo:
+            return True
+    big = max(abs(a), abs(b))
+    return big >= 1e5 and abs(a - b) <= rel_tol * big
 
 
 def extract_quantities(text: str, *, words: bool = True) -> list[Quantity]:
@@ -352,7 +368,8 @@ _NOT_ENTITY = frozenset(
     would should may might must shall mr mrs ms dr prof sir lady oh well hey hi hello okay ok
     sure absolutely actually definitely indeed yeah nope great wow really interesting""".split()
 )
-_MONTH_WORDS = frozenset(list(_MONTHS) + "monday tuesday wednesday thursday friday saturday sunday".split())
+_DAYS = "monday tuesday wednesday thursday friday saturday sunday".split()
+_MONTH_WORDS = frozenset(list(_MONTHS) + _DAYS + [d + "s" for d in _DAYS])
 
 
 def extract_entities(text: str, *, known: set[str] | frozenset[str] | None = None) -> list[str]:
@@ -383,7 +400,8 @@ def extract_entities(text: str, *, known: set[str] | frozenset[str] | None = Non
                     span
                     and low not in _NOT_ENTITY
                     and low not in _MONTH_WORDS
-                    and not (initial_only and low not in names)
+                    and not all(w in _MONTH_WORDS or w in _CONNECTORS for w in low.split())
+                    and not (initial_only and low not in names and not (set(tokenize(low)) & names))
                 ):
                     ents.append(span)
             cur.clear()
@@ -422,7 +440,12 @@ def extract_entities(text: str, *, known: set[str] | frozenset[str] | None = Non
 def negation_cues(text: str | list[str]) -> list[str]:
     """The negation words in ``text`` (``n't`` counts as ``not``); accepts a token list too."""
     out: list[str] = []
-    for t in tokenize(text) if isinstance(text, str) else text:
+    toks = tokenize(text) if isinstance(text, str) else text
+    for i, t in enumerate(toks):
+        if t in {"no", "not"} and i + 2 < len(toks) + 1 and toks[i + 1 : i + 2] and toks[i + 1] in _COMPARATIVES:
+            continue  # "no more than 8", "not later than"
+        if t == "not" and toks[i + 1 : i + 2] == ["only"]:
+            continue
         if t.endswith("n't"):
             out.append("not")
         elif t in NEGATION_CUES:
@@ -469,6 +492,9 @@ def antonym_conflicts(a: str | list[str], b: str | list[str]) -> list[tuple[str,
     return out
 
 
+_COMPARATIVES = frozenset("more less fewer later earlier longer shorter greater higher lower".split())
+
+
 def is_negated(text: str | list[str]) -> bool:
     """True when the text has an odd number of negation cues (a crude polarity test)."""
     return len(negation_cues(text)) % 2 == 1
@@ -495,6 +521,26 @@ def condition_cues(text: str) -> set[str]:
         if phrase in low:
             out.add(phrase)
     return out
+
+
+_PERSONAL = frozenset("i i'm i've i'd i'll me my mine we we're our us you you're your yours let's".split())
+_QUESTION_START = frozenset("who what when where why how which do does did is are can could would should will have has".split())
+
+
+def is_factual(claim: str) -> bool:
+    """False for chit-chat that states no checkable fact: questions, and first- or second-person
+    remarks ("I love that film!", "Do you like jazz?") that name nothing and give no number.
+
+    Grounding checks skip such claims: a chatty opener needs no support in the context.
+    """
+    toks = tokenize(claim)
+    if not toks:
+        return False
+    if claim.rstrip().endswith("?") or (toks[0] in _QUESTION_START and "?" in claim):
+        return False
+    if _PERSONAL.intersection(toks):
+        return bool(extract_entities(claim) or extract_quantities(claim, words=False))
+    return True
 
 
 def hedge_cues(text: str | list[str]) -> set[str]:

@@ -249,8 +249,14 @@ class PromptRegistry:
             raise NotFoundError(f"prompt {name!r} has no label {label!r}")
         if to is None:
             to = self.previous_version(project_id, name, label)
+            earlier = True
+        else:
+            # Only a return to a version the label pointed at before counts as a rollback
+            # (guards may let those through without new evidence); anything else is a move.
+            history = self.label_history(project_id, name, label, limit=1000)
+            earlier = any(ev.after == to for ev in history)
         return self.move_label(
-            project_id, name, label, to, actor=actor, reason=reason or "rollback", _rollback=True
+            project_id, name, label, to, actor=actor, reason=reason or "rollback", _rollback=earlier
         )
 
     def previous_version(self, project_id: str, name: str, label: str) -> int:

@@ -159,6 +159,8 @@ def _make_jinja_env() -> Any:
             if operator == "**":
                 if isinstance(right, int | float) and abs(right) > 64:
                     raise SecurityError("exponent too large in a prompt template")
+                if isinstance(left, int) and left.bit_length() * abs(right) > 65_536:
+                    raise SecurityError("power too large in a prompt template")
                 return left**right
             for seq, n in ((left, right), (right, left)):
                 if (

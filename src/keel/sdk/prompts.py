@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
@@ -172,7 +173,9 @@ class PromptClient:
         timeout_s: float = 3.0,
         retry_after_s: float = 10.0,
         transport: Any = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._clock = clock
         self.base_url = (base_url or os.environ.get("KEEL_BASE_URL") or DEFAULT_BASE_URL).rstrip(
             "/"
         )
@@ -251,7 +254,7 @@ class PromptClient:
             label = "production"
         key = (name, f"v{version}" if version is not None else f"l{label}")
         ttl = self.cache_ttl_s if cache_ttl_s is None else cache_ttl_s
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             entry = self._cache.get(key)
         if entry is not None:

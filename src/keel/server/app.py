@@ -27,6 +27,7 @@ log = logging.getLogger("keel.server")
 
 # Router modules, in mount order. Each has `router`, optionally `startup`/`shutdown`.
 ROUTER_MODULES = [
+    "keel.server.routes.gateway",  # first: the hot path matches before ~30 other routes
     "keel.server.routes.health",
     "keel.server.routes.projects",
     "keel.server.routes.ui",
@@ -34,7 +35,7 @@ ROUTER_MODULES = [
     "keel.server.routes.datasets",
     "keel.server.routes.otlp",
     "keel.server.routes.traces",
-    "keel.server.routes.gateway",
+    "keel.server.routes.evals",
 ]
 
 

@@ -13,7 +13,8 @@ answer. Four checks, each recorded in ``details``:
   model output, a later call's arguments or the final answer (a result nobody used suggests a
   lost thread).
 
-The value is the mean of the applicable checks (goal, errors, tool use).
+The value is the mean of the applicable checks (goal, errors, tool use), capped by the goal
+check (a run that misses its goal cannot average its way to a pass).
 """
 
 from __future__ import annotations
@@ -178,6 +179,8 @@ class TaskCompletion(Evaluator):
                 reasons.append(f"results of {unused} never used")
         details["checks"] = checks
         value = sum(checks.values()) / len(checks) if checks else 1.0
+        if "goal" in checks:  # missing the goal cannot be averaged away by clean mechanics
+            value = min(value, checks["goal"])
         return EvalResult(value, "; ".join(reasons) or "task completed", details)
 
 

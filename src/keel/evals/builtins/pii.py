@@ -27,6 +27,7 @@ _PHONE = re.compile(
     r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,4}(?![\w-])"
     r"|(?<![\w+])\+\d{8,15}(?!\w)"
 )
+_SSN_SHAPE = re.compile(r"^\d{3}-\d{2}-\d{4}$")  # SSN-shaped, never a phone format
 _DATEISH = re.compile(r"^\d{4}[-./]\d{1,2}[-./]\d{1,2}$|^\d{1,2}[-./]\d{1,2}[-./]\d{2,4}$")
 
 _IBAN_LEN = {
@@ -123,7 +124,7 @@ def find_pii(text: str, entities: tuple[str, ...] | list[str] = ENTITIES) -> lis
         for m in _PHONE.finditer(text):
             raw = m.group(0)
             digits = re.sub(r"\D", "", raw)
-            if not 8 <= len(digits) <= 15 or _DATEISH.match(raw.strip()):
+            if not 8 <= len(digits) <= 15 or _DATEISH.match(raw.strip()) or _SSN_SHAPE.match(raw):
                 continue
             if not raw.startswith("+") and not re.search(r"[\s().-]", raw):
                 continue

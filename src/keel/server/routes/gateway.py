@@ -203,8 +203,8 @@ def _sink(ctx: AppContext) -> Any:
             try:
                 writer.enqueue(records)
                 return
-            except KeelError:
-                raise
+            except KeelError:  # writer full or stopped (at shutdown): write directly
+                pass
         spans = getattr(ctx.store, "spans", None)
         if spans is not None:
             spans.add_spans(records)

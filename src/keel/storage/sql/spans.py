@@ -159,6 +159,13 @@ def _sanitize(v: Any) -> Any:
     return v
 
 
+def _t(v: Any) -> Any:
+    """Text for a TEXT column: Postgres refuses NUL characters, so they are dropped everywhere."""
+    if isinstance(v, str) and "\x00" in v:
+        return v.replace("\x00", "")
+    return v
+
+
 def _row(rec: SpanRecord) -> tuple[Any, ...]:
     s = rec.span
     llm = rec.llm
@@ -174,32 +181,32 @@ def _row(rec: SpanRecord) -> tuple[Any, ...]:
     else:
         llm_part = (
             1,
-            llm.operation,
-            llm.provider,
-            llm.request_model,
-            llm.response_model,
+            _t(llm.operation),
+            _t(llm.provider),
+            _t(llm.request_model),
+            _t(llm.response_model),
             llm.input_tokens,
             llm.output_tokens,
             llm.cost_usd,
-            llm.cost_source,
-            llm.route,
+            _t(llm.cost_source),
+            _t(llm.route),
         )
-        prompt = (llm.prompt_name, llm.prompt_version)
+        prompt = (_t(llm.prompt_name), llm.prompt_version)
     return (
         s.project_id,
         s.trace_id,
         s.span_id,
         s.parent_span_id,
-        s.name,
+        _t(s.name),
         str(s.kind.value if isinstance(s.kind, SpanKind) else s.kind),
         str(s.status.value if isinstance(s.status, SpanStatus) else s.status),
         s.start_time_ns,
         s.end_time_ns,
-        svc if isinstance(svc, str) else None,
+        _t(svc) if isinstance(svc, str) else None,
         *llm_part,
         *prompt,
-        s.scope,
-        s.status_message,
+        _t(s.scope),
+        _t(s.status_message),
         _blob(s.attributes),
         events,
         _blob(s.resource) if s.resource else b"{}",
@@ -336,7 +343,7 @@ class SqlSpanStore:
 
         def add(clause: str, *values: Any) -> None:
             where.append(clause)
-            params.extend(values)
+            params.extend(_t(v) for v in values)
 
         if f.start_from_ns is not None:
             add(f"start_ns >= {ph}", f.start_from_ns)
@@ -399,6 +406,7 @@ class SqlSpanStore:
         if not 1 <= limit <= 1000:
             raise InvalidInputError("limit must be between 1 and 1000")
         f = filters or SpanFilter()
+        f = SpanFilter(**{k: _t(v) for k, v in vars(f).items()})
         ph, instr = self._ph, self._instr
         where = [f"project_id = {ph}"]
         params: list[Any] = [project_id]

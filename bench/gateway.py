@@ -1,0 +1,520 @@
+"""Gateway overhead: added latency and max throughput on one core, beside peer gateways.
+
+    python bench/gateway.py            # full run (~10 min with peers)
+    python bench/gateway.py --quick    # short run (~1 min), Keel only unless --peers
+
+Layout (reference/DESIGN.md "Measured floors"): a mock OpenAI upstream (raw asyncio + uvloop,
+fixed ``chat.completion`` body) and ``wrk`` share core 0; the gateway under test runs alone on
+core 1 (``taskset``). Keel runs with what production runs: a real API key checked on every
+request, a configured route (weighted split over one target, retries, circuit breaker), a
+span per request written through the ingest writer into SQLite. Figures:
+
+* added latency = gateway p50/p99 minus direct-to-mock p50/p99, one request in flight;
+* max requests/s with 50 in flight;
+* RSS of the gateway over a soak (``--soak N`` requests) to show memory stays flat.
+
+Peers, each in its own environment under /tmp/gwbench (installed on first use where they
+install): LiteLLM proxy (pip), Portkey gateway (npm), TensorZero (pip). Their ratios to Keel
+are printed when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS_DIR = Path(os.environ.get("KEEL_BENCH_PEERS", "/tmp/gwbench"))
+BODY = {
+    "model": "bench",
+    "messages": [{"role": "user", "content": "Say hello to the benchmark."}],
+    "max_tokens": 16,
+}
+MOCK_RESPONSE = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "bench-model",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello, benchmark!"},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16},
+    },
+    separators=(",", ":"),
+).encode()
+
+
+# ------------------------------------------------------------------------------ mock upstream
+
+
+class _MockProtocol(asyncio.Protocol):
+    """Minimal HTTP/1.1 keep-alive server: every POST gets the fixed completion."""
+
+    def connection_made(self, transport: Any) -> None:
+        self.t = transport
+        self.buf = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            head_end = self.buf.find(b"\r\n\r\n")
+            if head_end < 0:
+                return
+            head = self.buf[:head_end].lower()
+            length = 0
+            i = head.find(b"content-length:")
+            if i >= 0:
+                j = head.find(b"\r\n", i)
+                length = int(head[i + 15 : j if j > 0 else None].strip())
+            total = head_end + 4 + length
+            if len(self.buf) < total:
+                return
+            self.buf = self.buf[total:]
+            self.t.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                + str(len(MOCK_RESPONSE)).encode()
+                + b"\r\n\r\n"
+                + MOCK_RESPONSE
+            )
+
+
+def serve_mock(port: int) -> None:
+    """Run the mock upstream forever."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    loop = asyncio.new_event_loop()
+    srv = loop.run_until_complete(
+        loop.create_server(_MockProtocol, "127.0.0.1", port, backlog=1024)
+    )
+    try:
+        loop.run_forever()
+    finally:
+        srv.close()
+
+
+# ------------------------------------------------------------------------------ keel server
+
+
+def serve_keel(port: int, upstream: str, workdir: Path, tracing: bool) -> None:
+    """Run Keel with a key, a route to the mock, and tracing into SQLite."""
+    import uvicorn
+
+    from keel.server.app import create_app
+    from keel.server.auth import create_api_key
+    from keel.settings import Settings
+    from keel.storage import open_store
+
+    url = f"sqlite:///{workdir / 'keel.db'}"
+    store = open_store(url)
+    project = store.projects.find_project_by_name("bench") or store.projects.add_project("bench")
+    _, secret = create_api_key(store, project, name=f"bench-{os.getpid()}")
+    (workdir / "key").write_text(secret)
+    gateway = {
+        "providers": {"mock": {"type": "openai_compatible", "base_url": upstream}},
+        "routes": {
+            "bench": {
+                "targets": [{"provider": "mock", "model": "bench-model", "weight": 1}],
+                "retries": 1,
+                "circuit_breaker": {"failures": 5, "cooldown_s": 30},
+            }
+        },
+        "reload_interval_s": 1.0,
+    }
+    settings = Settings(store={"url": url}, gateway=gateway)
+    app = create_app(settings, store)
+    if not tracing:
+        from keel.server.routes import gateway as gw_routes
+
+        gw_routes._sink = lambda ctx: None  # type: ignore[assignment]
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )
+
+
+# ------------------------------------------------------------------------------ harness
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port: int, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+def spawn(
+    cmd: list[str], cpu: int | None, env: dict[str, str] | None = None, cwd: str | None = None
+) -> subprocess.Popen[bytes]:
+    if cpu is not None and shutil.which("taskset"):
+        cmd = ["taskset", "-c", str(cpu), *cmd]
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        start_new_session=True,
+    )
+
+
+def stop(p: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+WRK_LUA = """
+wrk.method = "POST"
+wrk.body = [[%s]]
+wrk.headers["Content-Type"] = "application/json"
+%s
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRKJSON {"rps": %%f, "p50": %%d, "p90": %%d, "p99": %%d, "requests": %%d, "errors": %%d}\\n',
+    summary.requests / (summary.duration / 1e6), latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    summary.requests, e.status + e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def wrk(
+    url: str,
+    conns: int,
+    seconds: float,
+    headers: dict[str, str],
+    body: dict[str, Any],
+    cpu: int | None = 0,
+) -> dict[str, float]:
+    """Run wrk; returns rps and latency percentiles in ms."""
+    hdr = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_LUA % (json.dumps(body), hdr))
+        script = f.name
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{conns}",
+        f"-d{max(1, int(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        script,
+        url,
+    ]
+    if cpu is not None and shutil.which("taskset"):
+        cmd = ["taskset", "-c", str(cpu), *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    os.unlink(script)
+    line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
+    r = json.loads(line[8:])
+    return {
+        "rps": r["rps"],
+        "p50": r["p50"] / 1000,
+        "p90": r["p90"] / 1000,
+        "p99": r["p99"] / 1000,
+        "requests": r["requests"],
+        "errors": r["errors"],
+    }
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process tree's leader, in MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def child_pid(p: subprocess.Popen[bytes]) -> int:
+    """The real server pid under ``taskset`` (taskset execs, so it is the same)."""
+    return p.pid
+
+
+def measure(
+    name: str, url: str, headers: dict[str, str], body: dict[str, Any], a: argparse.Namespace
+) -> dict[str, float]:
+    wrk(url, 1, 2, headers, body)  # warm up
+    lat = wrk(url, 1, a.seconds, headers, body)
+    thr = wrk(url, 50, a.seconds, headers, body)
+    res = {
+        "p50": lat["p50"],
+        "p99": lat["p99"],
+        "rps": thr["rps"],
+        "errors": lat["errors"] + thr["errors"],
+        "p50_50": thr["p50"],
+    }
+    print(
+        f"  {name:<12} 1 in flight: p50 {lat['p50']:.3f} ms p99 {lat['p99']:.3f} ms | 50 in flight: {thr['rps']:,.0f} req/s (p50 {thr['p50']:.2f} ms) | errors {res['errors']}",
+        flush=True,
+    )
+    return res
+
+
+# ------------------------------------------------------------------------------ peers
+
+
+def run_litellm(mock_url: str, a: argparse.Namespace) -> dict[str, float] | None:
+    exe = PEERS_DIR / "litellm-venv" / "bin" / "litellm"
+    if not exe.exists():
+        print(
+            "  litellm: not installed (python -m venv /tmp/gwbench/litellm-venv && pip install 'litellm[proxy]')"
+        )
+        return None
+    port = free_port()
+    cfg = PEERS_DIR / "litellm.yaml"
+    cfg.write_text(
+        f"model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/bench-model\n      api_base: {mock_url}\n      api_key: sk-bench\n"
+        "litellm_settings:\n  telemetry: false\n"
+    )
+    p = spawn(
+        [str(exe), "--config", str(cfg), "--port", str(port), "--num_workers", "1"],
+        1,
+        env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"},
+    )
+    try:
+        wait_port(port, 180)
+        time.sleep(2)
+        return measure(
+            "litellm",
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            {"Authorization": "Bearer sk-bench"},
+            BODY,
+            a,
+        )
+    except Exception as e:
+        print(f"  litellm: failed ({e})")
+        return None
+    finally:
+        stop(p)
+
+
+def run_portkey(mock_url: str, a: argparse.Namespace) -> dict[str, float] | None:
+    base = PEERS_DIR / "portkey" / "node_modules" / "@portkey-ai" / "gateway"
+    entry = next(
+        (
+            p
+            for p in (base / "build" / "start-server.js", base / "dist" / "start-server.js")
+            if p.exists()
+        ),
+        None,
+    )
+    if entry is None:
+        print("  portkey: not installed (npm install @portkey-ai/gateway in /tmp/gwbench/portkey)")
+        return None
+    port = free_port()
+    p = spawn(["node", str(entry), f"--port={port}"], 1, cwd=str(base))
+    try:
+        wait_port(port, 60)
+        time.sleep(1)
+        headers = {
+            "Authorization": "Bearer sk-bench",
+            "x-portkey-provider": "openai",
+            "x-portkey-custom-host": mock_url,
+        }
+        body = {**BODY, "model": "bench-model"}
+        return measure("portkey", f"http://127.0.0.1:{port}/v1/chat/completions", headers, body, a)
+    except Exception as e:
+        print(f"  portkey: failed ({e})")
+        return None
+    finally:
+        stop(p)
+
+
+def run_tensorzero(mock_url: str, a: argparse.Namespace) -> dict[str, float] | None:
+    venv = PEERS_DIR / "tz-venv"
+    binary = shutil.which("gateway", path=str(venv / "bin")) or shutil.which(
+        "tensorzero-gateway", path=str(venv / "bin")
+    )
+    if binary is None:
+        print(
+            "  tensorzero: no gateway binary in the PyPI package here (the wheel is a client with an embedded gateway)"
+        )
+        return None
+    port = free_port()
+    cfg = PEERS_DIR / "tensorzero.toml"
+    cfg.write_text(
+        f'[gateway]\nbind_address = "127.0.0.1:{port}"\n\n[models.bench]\nrouting = ["mock"]\n\n'
+        f'[models.bench.providers.mock]\ntype = "openai"\nmodel_name = "bench-model"\napi_base = "{mock_url}/"\napi_key_location = "none"\n'
+    )
+    p = spawn([binary, "--config-file", str(cfg)], 1)
+    try:
+        wait_port(port, 60)
+        body = {**BODY, "model": "tensorzero::model_name::bench"}
+        return measure(
+            "tensorzero", f"http://127.0.0.1:{port}/openai/v1/chat/completions", {}, body, a
+        )
+    except Exception as e:
+        print(f"  tensorzero: failed ({e})")
+        return None
+    finally:
+        stop(p)
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="gateway overhead benchmark")
+    ap.add_argument("--quick", action="store_true", help="short runs, no peers, small soak")
+    ap.add_argument("--seconds", type=float, default=None, help="seconds per wrk run")
+    ap.add_argument("--peers", action="store_true", help="also run peers in --quick mode")
+    ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--soak", type=int, default=None, help="requests in the memory soak (0 = skip)")
+    ap.add_argument(
+        "--no-tracing", action="store_true", help="run Keel without span writing (to see its cost)"
+    )
+    ap.add_argument("_role", nargs="?", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--upstream", help=argparse.SUPPRESS)
+    ap.add_argument("--workdir", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a._role == "mock":
+        serve_mock(a.port)
+        return
+    if a._role == "keel":
+        serve_keel(a.port, a.upstream, Path(a.workdir), not a.no_tracing)
+        return
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    a.seconds = a.seconds or (3 if a.quick else 10)
+    soak = a.soak if a.soak is not None else (20_000 if a.quick else 200_000)
+    peers = (a.peers or not a.quick) and not a.no_peers
+    load = os.getloadavg()
+    print(
+        f"gateway bench: {os.cpu_count()} cores, load average {load[0]:.2f} at start; wrk + mock on cpu0, gateway on cpu1",
+        flush=True,
+    )
+
+    mport = free_port()
+    mock = spawn([sys.executable, __file__, "mock", "--port", str(mport)], 0)
+    mock_url = f"http://127.0.0.1:{mport}/v1"
+    results: dict[str, dict[str, float]] = {}
+    try:
+        wait_port(mport)
+        results["direct"] = measure("direct", f"{mock_url}/chat/completions", {}, BODY, a)
+
+        work = Path(tempfile.mkdtemp(prefix="keel-gwbench-"))
+        kport = free_port()
+        args = [
+            sys.executable,
+            __file__,
+            "keel",
+            "--port",
+            str(kport),
+            "--upstream",
+            mock_url,
+            "--workdir",
+            str(work),
+        ]
+        if a.no_tracing:
+            args.append("--no-tracing")
+        keel = spawn(args, 1, env={"PYTHONPATH": str(ROOT / "src")})
+        try:
+            wait_port(kport, 60)
+            key = (work / "key").read_text()
+            kurl = f"http://127.0.0.1:{kport}/v1/chat/completions"
+            hdr = {"Authorization": f"Bearer {key}"}
+            results["keel"] = measure("keel", kurl, hdr, BODY, a)
+            if soak:
+                pid = child_pid(keel)
+                rss = [rss_mb(pid)]
+                per = max(1, soak // 4)
+                done = 0
+                while done < soak:
+                    # wrk runs by time: size each slice from the measured rate
+                    secs = max(1.0, per / max(results["keel"]["rps"], 1.0))
+                    r = wrk(kurl, 50, secs, hdr, BODY)
+                    done += int(r["requests"])
+                    rss.append(rss_mb(pid))
+                growth = rss[-1] - rss[1] if len(rss) > 2 else float("nan")
+                results["soak"] = {
+                    "requests": done,
+                    "rss_start": rss[0],
+                    "rss_after_first": rss[1],
+                    "rss_end": rss[-1],
+                    "growth_after_first": growth,
+                }
+                print(
+                    f"  soak: {done:,} requests, RSS MiB {' -> '.join(f'{x:.1f}' for x in rss)} (growth after the first quarter {growth:+.1f} MiB)",
+                    flush=True,
+                )
+        finally:
+            stop(keel)
+            shutil.rmtree(work, ignore_errors=True)
+        if peers:
+            for name, fn in (
+                ("litellm", run_litellm),
+                ("portkey", run_portkey),
+                ("tensorzero", run_tensorzero),
+            ):
+                r = fn(mock_url, a)
+                if r is not None:
+                    results[name] = r
+    finally:
+        stop(mock)
+
+    d = results["direct"]
+    print("\n| gateway | added p50 (ms) | added p99 (ms) | req/s @50 | Keel faster by (rps) |")
+    print("|---|---|---|---|---|")
+    k = results.get("keel")
+    for name in ("keel", "litellm", "portkey", "tensorzero"):
+        r = results.get(name)
+        if r is None:
+            continue
+        ratio = f"{k['rps'] / r['rps']:.2f}x" if k and name != "keel" and r["rps"] > 0 else "-"
+        print(
+            f"| {name} | {r['p50'] - d['p50']:.3f} | {r['p99'] - d['p99']:.3f} | {r['rps']:,.0f} | {ratio} |"
+        )
+    print(f"| direct to mock | (p50 {d['p50']:.3f}) | (p99 {d['p99']:.3f}) | {d['rps']:,.0f} | - |")
+    print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
+    print("RESULTS " + json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
