@@ -98,7 +98,7 @@ class ContextIndex:
     acronyms: frozenset[str]
     cues: frozenset[str]
     postings: dict[str, list[int]]  # stem -> sentence indices
-    bigrams: frozenset[tuple[str, str]]  # adjacent lower-cased tokens
+    bigrams: frozenset[tuple[str, str]]  # content stems within NEAR positions of each other
 
 
 _CALENDAR = frozenset(
@@ -186,8 +186,21 @@ def _make_sentence(text: str, known: set[str]) -> tuple[_Sentence, list[str]]:
     return sent, entities
 
 
-def _bigrams(toks: list[str]) -> list[tuple[str, str]]:
-    return list(zip(toks, toks[1:], strict=False))
+NEAR = 4
+
+
+def _bigrams(stems: list[str]) -> list[tuple[str, str]]:
+    return list(zip(stems, stems[1:], strict=False))
+
+
+def _near_pairs(stems: list[str]) -> set[tuple[str, str]]:
+    """Unordered pairs of content stems at most NEAR positions apart (both orders stored)."""
+    out: set[tuple[str, str]] = set()
+    for i, a in enumerate(stems):
+        for b in stems[i + 1 : i + 1 + NEAR]:
+            out.add((a, b))
+            out.add((b, a))
+    return out
 
 
 def _acronym(words: list[str]) -> str:
@@ -225,7 +238,7 @@ def index_context(context: str) -> ContextIndex:
         acronyms=frozenset(acronyms),
         cues=frozenset(c for s in sentences for c in s.cues),
         postings=postings,
-        bigrams=frozenset(_bigrams(T.tokenize(context))),
+        bigrams=frozenset().union(*(_near_pairs(m[0].stems) for m in made)) if made else frozenset(),
     )
     with _cache_lock:
         _index_cache[key] = idx
@@ -514,7 +527,7 @@ FEATURES = (
     "condition_dropped",  # any claim
     "local_min",  # worst claim's share inside its best context window
     "semantic_min",  # worst claim's MiniLM similarity to its nearest context sentence
-    "novel_bigrams",  # share of the answer's adjacent word pairs not found in the context
+    "novel_bigrams",  # share of adjacent content-word pairs of the answer not near each other in any context sentence
     "words_log",  # log1p(content words of the answer): more words, more room for error
     "context_lex",  # like lex_mean, but words taken from the query do not count
 )
@@ -661,7 +674,7 @@ def check_grounding(
     extra_words: frozenset[str] = frozenset()
     extra_bigrams: frozenset[tuple[str, str]] = frozenset()
     if query:
-        extra_bigrams = frozenset(_bigrams(T.tokenize(query)))
+        extra_bigrams = frozenset(_near_pairs(T.content_tokens(query)))
         extra = frozenset(T.content_tokens(query))
         extra_words = frozenset(T.tokenize(query))
     texts = T.extract_claims(response)
@@ -684,7 +697,7 @@ def check_grounding(
                     c.local = max(c.local, c.semantic)
                     c.missing_words = []
                 c.support = _claim_support(c)
-    bigrams = _bigrams(T.tokenize(" ".join(factual)))
+    bigrams = [b for c in factual for b in _bigrams(T.content_tokens(c))]
     novel = sum(1 for b in bigrams if b not in idx.bigrams and b not in extra_bigrams)
     feats = features_of(claims, novel / len(bigrams) if bigrams else 0.0)
     if regime is None:

@@ -9,6 +9,7 @@ function h(tag, attrs, ...children) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (k === "onclick") el.addEventListener("click", v);
     else if (k === "class") el.className = v;
+    else if (k === "style") Object.assign(el.style, v); // CSSOM: allowed under the strict CSP
     else if (v !== null && v !== undefined) el.setAttribute(k, v);
   }
   for (const c of children.flat()) {
@@ -114,7 +115,7 @@ function traceTable(items) {
     { title: "Duration", render: (t) => fmt.ms(t.duration_ms), num: true },
     { title: "Tokens in/out", render: (t) => fmt.int(t.input_tokens) + " / " + fmt.int(t.output_tokens), num: true },
     { title: "Cost", render: (t) => fmt.usd(t.cost_usd), num: true },
-    { title: "Status", render: (t) => h("span", { class: t.status === "error" ? "bad" : "good" }, t.status) },
+    { title: "Status", render: (t) => h("span", { class: t.status === "error" ? "bad" : t.status === "ok" ? "good" : "muted" }, t.status) },
   ], items, (t) => (location.hash = "#/traces/" + t.trace_id));
 }
 
@@ -151,7 +152,8 @@ function flatten(nodes, depth, out) {
 
 function spanKind(n) {
   const a = n.attributes || {};
-  return (a["openinference.span.kind"] || a["keel.span.kind"] || (n.llm && n.llm.operation) || n.kind || "").toString().toLowerCase();
+  const k = (a["openinference.span.kind"] || a["keel.span.kind"] || (n.llm && n.llm.operation) || n.kind || "").toString().toLowerCase();
+  return { chat: "llm", text_completion: "llm", generate_content: "llm", invoke_agent: "agent", execute_tool: "tool", retrieval: "retriever" }[k] || k;
 }
 
 function spanDetail(n) {
@@ -186,10 +188,12 @@ async function viewTrace(view, id) {
     const width = Math.max(0.3, ((n.end_time_ns - n.start_time_ns) / total) * 100);
     const kind = spanKind(n);
     return h("div", { class: "span", onclick: () => detail.replaceChildren(...spanDetail(n)) },
-      h("div", { style: "padding-left:" + depth * 16 + "px" }, kind ? h("span", { class: "kind " + kind }, kind) : null, n.name),
-      h("div", {}, h("div", { class: "bar" + (n.status === "error" ? " err" : ""), style: "margin-left:" + left + "%;width:" + width + "%" })),
+      h("div", { style: { paddingLeft: depth * 16 + "px" } }, kind ? h("span", { class: "kind " + kind }, kind) : null, n.name),
+      h("div", {}, h("div", { class: "bar" + (n.status === "error" ? " err" : ""), style: { marginLeft: left + "%", width: width + "%" } })),
       h("div", { class: "num muted" }, fmt.ms(n.duration_ms)));
   }));
+  const firstLlm = rows.find(([n]) => n.llm && (n.llm.input_messages || []).length);
+  if (firstLlm) detail.replaceChildren(...spanDetail(firstLlm[0]));
   const s = t.summary;
   view.replaceChildren(h("h1", {}, "Trace " + s.root_name),
     h("div", { class: "muted" }, t.trace_id + " · " + fmt.time(s.start_time) + " · " + s.span_count + " spans · " + fmt.ms(s.duration_ms) + " · " + fmt.usd(s.cost_usd)),
