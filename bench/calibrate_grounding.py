@@ -56,17 +56,18 @@ SIGNS = {
     "novel_bigrams": -1,
     "words_log": -1,
     "context_lex": 1,
+    "weak_claims": -1,
 }
 # Features a regime may not use. Answer length separates HaluEval QA (right answers are 1-3
 # words) but would fail every long grounded answer in real use, so passages do not get it.
 EXCLUDED = {"passage": {"words_log"}, "document": {"words_log"}}
 
 
-# Priors for the passage regime: an unsupported number or name must lower the score at least
-# this much per occurrence. HaluEval dialogue alone would set them near zero (right responses
+# Priors for the passage regime: an unsupported number or name, or a claim whose words are
+# mostly not in the context, must lower the score at least this much per occurrence. HaluEval dialogue alone would set them near zero (right responses
 # there often mention things the knowledge does not), but a hidden name or number is the most
 # common single hallucination in RAG answers.
-PRIOR_CAPS = {"missing_numbers": -1.0, "missing_entities": -0.75}
+PRIOR_CAPS = {"missing_numbers": -1.0, "missing_entities": -0.75, "weak_claims": -1.0}
 
 
 def featurize(examples: list[tuple[str, str, str | None]]) -> np.ndarray:

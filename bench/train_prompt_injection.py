@@ -23,6 +23,7 @@ import pathlib
 import random
 import sys
 import time
+from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
@@ -37,13 +38,16 @@ def _held(text: str) -> bool:
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % 5 == 0
 
 
+def _jsonl_gz(path: pathlib.Path) -> list[dict[str, Any]]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(x) for x in f]
+
+
 def load_sources(data_dir: pathlib.Path, n_benign: int) -> dict[str, tuple[int, list[str]]]:
     rng = random.Random(7)
     src: dict[str, tuple[int, list[str]]] = {}
     for kind in ("hijacking", "extraction"):
-        rows = [
-            json.loads(x) for x in gzip.open(data_dir / f"tensortrust-{kind}-dev.jsonl.gz", "rt")
-        ]
+        rows = _jsonl_gz(data_dir / f"tensortrust-{kind}-dev.jsonl.gz")
         src[f"tt_{kind}"] = (1, sorted({r["attack"] for r in rows if r["attack"].strip()}))
         defences = sorted(
             {r["pre_prompt"] for r in rows}
@@ -52,7 +56,7 @@ def load_sources(data_dir: pathlib.Path, n_benign: int) -> dict[str, tuple[int, 
         src[f"tt_{kind}_defence"] = (0, defences)
     src["handwritten_attacks"] = (1, list(ATTACKS))
     src["handwritten_benign"] = (0, list(BENIGN))
-    qqp = [json.loads(x) for x in gzip.open(data_dir / "qqp-pairs-dev.jsonl.gz", "rt")]
+    qqp = _jsonl_gz(data_dir / "qqp-pairs-dev.jsonl.gz")
     qs = sorted({q for r in qqp for q in (r["a"], r["b"]) if q})
     src["qqp"] = (0, rng.sample(qs, min(n_benign, len(qs))))
     lines = (data_dir / "mrpc-train.tsv").read_text("utf-8").splitlines()[1:]
@@ -130,7 +134,7 @@ def main() -> None:
         n: sorted(s) for n, (lab, s) in scores.items() if lab == 0 and s and "defence" not in n
     }
     cut = 0.5
-    for n, s in benign_scores.items():
+    for s in benign_scores.values():
         k = int(len(s) * a.max_fpr)  # allowed false positives
         cut = max(cut, s[len(s) - 1 - k] + 1e-4 if len(s) > k else 0.5)
     cut = round(min(cut, 0.99), 4)

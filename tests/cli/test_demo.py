@@ -22,7 +22,11 @@ def test_demo_runs_end_to_end(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
     r = subprocess.run(
         [sys.executable, "-m", "keel", "demo", "--port", str(port), "--no-wait"],
-        cwd=tmp_path, env={**env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "failed" not in r.stdout, r.stdout

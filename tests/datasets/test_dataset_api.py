@@ -26,7 +26,7 @@ def api(tmp_path):
 
 
 def test_dataset_lifecycle(api):
-    c, store, p = api
+    c, _, _ = api
     r = c.post("/api/datasets", json={"name": "qa", "description": "d"})
     assert r.status_code == 201 and r.json()["latest_version"] == 0
     assert c.post("/api/datasets", json={"name": "qa"}).status_code == 409
@@ -46,14 +46,21 @@ def test_dataset_lifecycle(api):
     r = c.post("/api/datasets/qa/rows", json={"rows": [{"input": "only"}], "append": False})
     assert r.json()["row_count"] == 1
     d = c.get("/api/datasets/qa").json()
-    assert [v["row_count"] for v in d["versions"]] == [5, 6, 5, 1] and d["versions"][0]["author"] == "key:ci"
+    assert [v["row_count"] for v in d["versions"]] == [5, 6, 5, 1] and d["versions"][0][
+        "author"
+    ] == "key:ci"
     assert [x["name"] for x in c.get("/api/datasets").json()] == ["qa"]
-    assert c.get("/api/datasets/qa/versions/1/rows").json()["items"][0]["input"] == "q0"  # old versions stay
+    assert (
+        c.get("/api/datasets/qa/versions/1/rows").json()["items"][0]["input"] == "q0"
+    )  # old versions stay
 
 
 def test_export_is_streamed_and_identical(api):
     c, _, _ = api
-    c.post("/api/datasets/ex/rows", json={"rows": [{"input": {"q": i}, "expected_output": "42"} for i in range(30)]})
+    c.post(
+        "/api/datasets/ex/rows",
+        json={"rows": [{"input": {"q": i}, "expected_output": "42"} for i in range(30)]},
+    )
     for fmt in ("jsonl", "csv", "parquet"):
         a = c.get("/api/datasets/ex/export", params={"version": 1, "format": fmt})
         b = c.get("/api/datasets/ex/export", params={"format": fmt})
@@ -62,9 +69,14 @@ def test_export_is_streamed_and_identical(api):
         if fmt == "parquet":
             assert pq.read_table(io.BytesIO(a.content)).num_rows == 30
         elif fmt == "jsonl":
-            assert len(a.text.splitlines()) == 30 and json.loads(a.text.splitlines()[0])["input"] == {"q": 0}
+            assert len(a.text.splitlines()) == 30 and json.loads(a.text.splitlines()[0])[
+                "input"
+            ] == {"q": 0}
         else:
-            assert a.text.splitlines()[0].startswith("id,input,expected_output") and len(a.text.splitlines()) == 31
+            assert (
+                a.text.splitlines()[0].startswith("id,input,expected_output")
+                and len(a.text.splitlines()) == 31
+            )
     assert c.get("/api/datasets/ex/export", params={"format": "xml"}).status_code == 400
     assert c.get("/api/datasets/nope/export").status_code == 404
 
@@ -73,7 +85,10 @@ def test_bad_input(api):
     c, _, _ = api
     assert c.post("/api/datasets", json={"name": "../x"}).status_code == 400
     assert c.post("/api/datasets/qa/rows", json={"rows": [[1, 2]]}).status_code == 400
-    assert c.post("/api/datasets/qa/rows", json={"rows": [{"input": 1}], "admin": 1}).status_code == 400
+    assert (
+        c.post("/api/datasets/qa/rows", json={"rows": [{"input": 1}], "admin": 1}).status_code
+        == 400
+    )
     assert c.post("/api/datasets/qa/rows", json={"remove": ["row_x"]}).status_code == 400
     assert c.get("/api/datasets/qa/versions/9/rows").status_code == 404
 
@@ -83,9 +98,13 @@ def test_from_traces_over_the_api(api):
     from tests_support_spans import spans_for
 
     store.spans.add_spans(spans_for(p.id, 3))
-    r = c.post("/api/datasets/cur/from-traces", json={"model": "gpt-4o-mini", "limit": 2, "tags": ["t"]})
+    r = c.post(
+        "/api/datasets/cur/from-traces", json={"model": "gpt-4o-mini", "limit": 2, "tags": ["t"]}
+    )
     assert r.status_code == 200, r.text
     assert r.json()["row_count"] == 2
     rows = c.get("/api/datasets/cur/versions/1/rows").json()["items"]
-    assert all(x["source"]["trace_id"] and x["source"]["span_id"] and x["tags"] == ["t"] for x in rows)
+    assert all(
+        x["source"]["trace_id"] and x["source"]["span_id"] and x["tags"] == ["t"] for x in rows
+    )
     assert c.post("/api/datasets/cur/from-traces", json={"status": "bogus"}).status_code == 400

@@ -55,7 +55,18 @@ def test_add_from_traces(tmp_path: Path):
     store.spans.add_spans(spans_for(pid, 4) + spans_for(pid, 0))
     store.close()
     cli = _cli(url)
-    r = cli("datasets", "add-from-traces", "--dataset", "cur", "--filter", "model=gpt-4o-mini", "--filter", "since=3650d", "--limit", "3")
+    r = cli(
+        "datasets",
+        "add-from-traces",
+        "--dataset",
+        "cur",
+        "--filter",
+        "model=gpt-4o-mini",
+        "--filter",
+        "since=3650d",
+        "--limit",
+        "3",
+    )
     assert r["row_count"] == 3
     bad = cli("datasets", "add-from-traces", "--dataset", "cur", "--filter", "colour=red", ok=False)
     assert bad.exit_code == 2 and "unknown filter" in bad.output

@@ -24,7 +24,9 @@ scalars = st.one_of(
 )
 values = st.recursive(
     scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 rows = st.builds(
@@ -38,8 +40,12 @@ rows = st.builds(
     split=st.one_of(st.none(), st.sampled_from(["train", "test"])),
     source=st.one_of(
         st.none(),
-        st.builds(RowSource, trace_id=st.text("0123456789abcdef", min_size=32, max_size=32), prompt_version=st.integers(1, 9),
-                  scores=st.dictionaries(st.sampled_from(["g", "f"]), st.floats(0, 1), max_size=2)),
+        st.builds(
+            RowSource,
+            trace_id=st.text("0123456789abcdef", min_size=32, max_size=32),
+            prompt_version=st.integers(1, 9),
+            scores=st.dictionaries(st.sampled_from(["g", "f"]), st.floats(0, 1), max_size=2),
+        ),
     ),
 )
 
@@ -49,7 +55,9 @@ def _same(a: list[Row], b: list[Row]) -> None:
 
 
 @pytest.mark.parametrize("fmt", formats.FORMATS)
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.lists(rows, max_size=8))
 def test_round_trip_every_format(tmp_path_factory, fmt, data):
     p = tmp_path_factory.mktemp("rt") / f"rows.{fmt}"
@@ -73,22 +81,44 @@ def test_csv_cells_that_look_like_json_stay_strings(tmp_path: Path):
 
 
 def test_hand_written_files(tmp_path: Path):
-    (tmp_path / "a.csv").write_text("input,expected_output,difficulty\nWhat is 2+2?,4,easy\nCapital of France?,Paris,\n", encoding="utf-8")
+    (tmp_path / "a.csv").write_text(
+        "input,expected_output,difficulty\nWhat is 2+2?,4,easy\nCapital of France?,Paris,\n",
+        encoding="utf-8",
+    )
     a = list(formats.read_rows(tmp_path / "a.csv"))
-    assert a[0].input == "What is 2+2?" and a[0].expected_output == 4 and a[0].metadata == {"difficulty": "easy"}
+    assert (
+        a[0].input == "What is 2+2?"
+        and a[0].expected_output == 4
+        and a[0].metadata == {"difficulty": "easy"}
+    )
     assert a[1].expected_output == "Paris" and a[1].metadata == {"difficulty": None}
-    (tmp_path / "b.jsonl").write_text('{"input": {"q": "x"}, "label": "pos", "id": "ignored"}\n\n{"input": "y"}\n', encoding="utf-8")
+    (tmp_path / "b.jsonl").write_text(
+        '{"input": {"q": "x"}, "label": "pos", "id": "ignored"}\n\n{"input": "y"}\n',
+        encoding="utf-8",
+    )
     b = list(formats.read_rows(tmp_path / "b.jsonl"))
     assert b[0].metadata == {"label": "pos"} and b[0].id == "ignored" and b[1].input == "y"
-    table = pa.table({"input": ["q1", "q2"], "expected_output": [1, 2], "tags": [["a"], []], "score": [0.5, None]})
+    table = pa.table(
+        {
+            "input": ["q1", "q2"],
+            "expected_output": [1, 2],
+            "tags": [["a"], []],
+            "score": [0.5, None],
+        }
+    )
     pq.write_table(table, tmp_path / "c.parquet")
     c = list(formats.read_rows(tmp_path / "c.parquet"))
-    assert (c[0].input, c[0].expected_output, c[0].tags, c[0].metadata) == ("q1", 1, ["a"], {"score": 0.5})
+    assert (c[0].input, c[0].expected_output, c[0].tags, c[0].metadata) == (
+        "q1",
+        1,
+        ["a"],
+        {"score": 0.5},
+    )
 
 
 def test_errors_name_the_place(tmp_path: Path):
     (tmp_path / "bad.jsonl").write_text('{"input": 1}\n{oops\n', encoding="utf-8")
-    with pytest.raises(InvalidInputError, match="bad.jsonl:2"):
+    with pytest.raises(InvalidInputError, match=r"bad\.jsonl:2"):
         list(formats.read_rows(tmp_path / "bad.jsonl"))
     (tmp_path / "arr.jsonl").write_text("[1, 2]\n", encoding="utf-8")
     with pytest.raises(InvalidInputError, match="expected an object"):
@@ -111,5 +141,7 @@ def test_jsonl_lines_are_canonical():
     buf = io.BytesIO()
     formats.write_jsonl([Row(input={"b": 1, "a": 2}, metadata={"z": 1.0})], buf)
     line = buf.getvalue()
-    assert line.startswith(b'{"agent_steps":[],"context":[],"expected_output":null,"id":"","input":{"a":2,"b":1}')
+    assert line.startswith(
+        b'{"agent_steps":[],"context":[],"expected_output":null,"id":"","input":{"a":2,"b":1}'
+    )
     assert line.endswith(b"\n") and line.count(b"\n") == 1

@@ -28,12 +28,24 @@ def _write(path: Path, recs: list[dict]) -> Path:
 
 
 def test_push_dedup_versions_and_edits(store, pid, tmp_path):
-    f = _write(tmp_path / "a.jsonl", [{"input": f"q{i % 4}", "expected_output": f"a{i % 4}"} for i in range(6)])
+    f = _write(
+        tmp_path / "a.jsonl",
+        [{"input": f"q{i % 4}", "expected_output": f"a{i % 4}"} for i in range(6)],
+    )
     r1 = service.push_file(store, pid, "qa", f, author="ann")
-    assert (r1.version.version, r1.version.row_count, r1.rows_read, r1.duplicates, r1.created) == (1, 4, 6, 2, True)
+    assert (r1.version.version, r1.version.row_count, r1.rows_read, r1.duplicates, r1.created) == (
+        1,
+        4,
+        6,
+        2,
+        True,
+    )
     again = service.push_file(store, pid, "qa", f)
     assert (again.version.version, again.created) == (1, False)
-    extra = _write(tmp_path / "b.jsonl", [{"input": "q9", "expected_output": "a9"}, {"input": "q0", "expected_output": "a0"}])
+    extra = _write(
+        tmp_path / "b.jsonl",
+        [{"input": "q9", "expected_output": "a9"}, {"input": "q0", "expected_output": "a0"}],
+    )
     r2 = service.push_file(store, pid, "qa", extra, append=True)
     assert (r2.version.version, r2.version.row_count, r2.duplicates) == (2, 5, 1)
     d = store.datasets.get_dataset(pid, "qa")
@@ -44,13 +56,21 @@ def test_push_dedup_versions_and_edits(store, pid, tmp_path):
     v3 = [r.expected_output for r in store.datasets.iter_rows(d.id, 3)]
     assert v3 == ["a0", "a2", "a3", "a9", "A1!"]
     # old versions stay readable and unchanged
-    assert [r.expected_output for r in store.datasets.iter_rows(d.id, 1)] == ["a0", "a1", "a2", "a3"]
+    assert [r.expected_output for r in store.datasets.iter_rows(d.id, 1)] == [
+        "a0",
+        "a1",
+        "a2",
+        "a3",
+    ]
     with pytest.raises(InvalidInputError):
         service.push_rows(store, d, [], remove=["row_nope"])
 
 
 def test_same_version_exports_identical_bytes(store, pid, tmp_path):
-    f = _write(tmp_path / "in.jsonl", [{"input": {"q": f"é {i}"}, "expected_output": i / 3, "tags": ["x"]} for i in range(25)])
+    f = _write(
+        tmp_path / "in.jsonl",
+        [{"input": {"q": f"é {i}"}, "expected_output": i / 3, "tags": ["x"]} for i in range(25)],
+    )
     service.push_file(store, pid, "ds", f)
     digests = {}
     for fmt in formats.FORMATS:
@@ -61,7 +81,9 @@ def test_same_version_exports_identical_bytes(store, pid, tmp_path):
         assert a.read_bytes() == b.read_bytes(), fmt
         digests[fmt] = hashlib.sha256(a.read_bytes()).hexdigest()
         back = list(formats.read_rows(a))
-        assert [r.id for r in back] == list(store.datasets.iter_row_ids(store.datasets.get_dataset(pid, "ds").id, 1))
+        assert [r.id for r in back] == list(
+            store.datasets.iter_row_ids(store.datasets.get_dataset(pid, "ds").id, 1)
+        )
     # and the JSONL bytes do not depend on the backend
     assert digests["jsonl"] == _jsonl_digest_of_reference(tmp_path, f)
 
@@ -89,41 +111,92 @@ def test_refs_and_not_found(store, pid, tmp_path):
         service.push_file(store, pid, "../evil", _write(tmp_path / "e.jsonl", [{"input": 1}]))
 
 
-def _span(pid: str, i: int, *, model: str = "gpt-4o-mini", score: float | None = None, status: SpanStatus = SpanStatus.OK) -> SpanRecord:
+def _span(
+    pid: str,
+    i: int,
+    *,
+    model: str = "gpt-4o-mini",
+    score: float | None = None,
+    status: SpanStatus = SpanStatus.OK,
+) -> SpanRecord:
     attrs = {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "openai",
         "gen_ai.request.model": model,
         "gen_ai.response.model": model + "-2026",
-        "gen_ai.input.messages": json.dumps([
-            {"role": "system", "parts": [{"type": "text", "content": "Be brief."}]},
-            {"role": "user", "parts": [{"type": "text", "content": f"question {i}"}]},
-        ]),
-        "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": f"answer {i}"}], "finish_reason": "stop"}]),
+        "gen_ai.input.messages": json.dumps(
+            [
+                {"role": "system", "parts": [{"type": "text", "content": "Be brief."}]},
+                {"role": "user", "parts": [{"type": "text", "content": f"question {i}"}]},
+            ]
+        ),
+        "gen_ai.output.messages": json.dumps(
+            [
+                {
+                    "role": "assistant",
+                    "parts": [{"type": "text", "content": f"answer {i}"}],
+                    "finish_reason": "stop",
+                }
+            ]
+        ),
         "keel.prompt.name": "support",
         "keel.prompt.version": 3,
         "keel.route": "support-route",
     }
     events = []
     if score is not None:
-        events.append(SpanEvent(name="gen_ai.evaluation.result", time_ns=2_000_000_000_000_000_000 + i,
-                                attributes={"gen_ai.evaluation.name": "groundedness", "gen_ai.evaluation.score.value": score}))
-    root = Span(trace_id=f"{i:032x}", span_id=f"{i:015x}0", name="request", start_time_ns=1_900_000_000_000_000_000 + i * 10,
-                end_time_ns=1_900_000_000_000_000_000 + i * 10 + 9, project_id=pid, status=status)
-    llm = Span(trace_id=f"{i:032x}", span_id=f"{i:015x}1", parent_span_id=root.span_id, name="chat gpt-4o-mini",
-               start_time_ns=root.start_time_ns + 1, end_time_ns=root.end_time_ns - 1, project_id=pid,
-               attributes=attrs, events=events, status=status)
+        events.append(
+            SpanEvent(
+                name="gen_ai.evaluation.result",
+                time_ns=2_000_000_000_000_000_000 + i,
+                attributes={
+                    "gen_ai.evaluation.name": "groundedness",
+                    "gen_ai.evaluation.score.value": score,
+                },
+            )
+        )
+    root = Span(
+        trace_id=f"{i:032x}",
+        span_id=f"{i:015x}0",
+        name="request",
+        start_time_ns=1_900_000_000_000_000_000 + i * 10,
+        end_time_ns=1_900_000_000_000_000_000 + i * 10 + 9,
+        project_id=pid,
+        status=status,
+    )
+    llm = Span(
+        trace_id=f"{i:032x}",
+        span_id=f"{i:015x}1",
+        parent_span_id=root.span_id,
+        name="chat gpt-4o-mini",
+        start_time_ns=root.start_time_ns + 1,
+        end_time_ns=root.end_time_ns - 1,
+        project_id=pid,
+        attributes=attrs,
+        events=events,
+        status=status,
+    )
     return [SpanRecord(root, None), SpanRecord(llm, to_llm_call(llm))]  # type: ignore[return-value]
 
 
 def test_trace_to_dataset_to_export_keeps_back_links(store, pid, tmp_path):
     recs = []
     for i in range(1, 6):
-        recs += _span(pid, i, model="gpt-4o-mini" if i != 5 else "other", score=0.2 if i % 2 else 0.9)
+        recs += _span(
+            pid, i, model="gpt-4o-mini" if i != 5 else "other", score=0.2 if i % 2 else 0.9
+        )
     store.spans.add_spans(recs)
-    f = CurationFilter(traces=TraceFilter(model="gpt-4o-mini"), scores_below={"groundedness": 0.5}, split="regression", tags=["low-groundedness"])
+    f = CurationFilter(
+        traces=TraceFilter(model="gpt-4o-mini"),
+        scores_below={"groundedness": 0.5},
+        split="regression",
+        tags=["low-groundedness"],
+    )
     res = add_from_traces(store, pid, "failures", f, author="ann")
-    assert (res.version.version, res.version.row_count) == (1, 2)  # traces 1 and 3 (5 is another model)
+    assert (res.version.version, res.version.row_count) == (
+        1,
+        2,
+    )  # traces 1 and 3 (5 is another model)
     again = add_from_traces(store, pid, "failures", f)
     assert (again.version.version, again.created, again.duplicates) == (1, False, 2)  # idempotent
     out = tmp_path / "failures.jsonl"
@@ -134,9 +207,17 @@ def test_trace_to_dataset_to_export_keeps_back_links(store, pid, tmp_path):
         s = x["source"]
         i = int(s["trace_id"], 16)
         assert s["span_id"] == f"{i:015x}1"
-        assert (s["prompt_name"], s["prompt_version"], s["route"], s["model"]) == ("support", 3, "support-route", "gpt-4o-mini-2026")
+        assert (s["prompt_name"], s["prompt_version"], s["route"], s["model"]) == (
+            "support",
+            3,
+            "support-route",
+            "gpt-4o-mini-2026",
+        )
         assert s["scores"] == {"groundedness": 0.2}
-        assert x["input"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"question {i}"}]
+        assert x["input"] == [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": f"question {i}"},
+        ]
         assert x["expected_output"] == f"answer {i}"
         assert x["split"] == "regression" and x["tags"] == ["low-groundedness"]
         # the back-link resolves to the stored span
@@ -147,5 +228,10 @@ def test_trace_to_dataset_to_export_keeps_back_links(store, pid, tmp_path):
     # the filters of the trace query apply
     none = add_from_traces(store, pid, "errors", CurationFilter(traces=TraceFilter(status="error")))
     assert none.version.row_count == 0
-    by_prompt = add_from_traces(store, pid, "v3", CurationFilter(traces=TraceFilter(prompt_name="support", prompt_version=3), limit=3))
+    by_prompt = add_from_traces(
+        store,
+        pid,
+        "v3",
+        CurationFilter(traces=TraceFilter(prompt_name="support", prompt_version=3), limit=3),
+    )
     assert by_prompt.version.row_count == 3

@@ -23,8 +23,12 @@ def spans_for(project_id: str, n: int, model: str = "gpt-4o-mini") -> list[SpanR
             attributes={
                 "gen_ai.operation.name": "chat",
                 "gen_ai.request.model": model,
-                "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": f"q{i}"}]}]),
-                "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": f"a{i}"}]}]),
+                "gen_ai.input.messages": json.dumps(
+                    [{"role": "user", "parts": [{"type": "text", "content": f"q{i}"}]}]
+                ),
+                "gen_ai.output.messages": json.dumps(
+                    [{"role": "assistant", "parts": [{"type": "text", "content": f"a{i}"}]}]
+                ),
             },
         )
         out.append(SpanRecord(s, to_llm_call(s)))

@@ -22,22 +22,50 @@ CTX_HISTORY = (
 
 GROUNDED = [
     ("verbatim subset", CTX_PLAN, "The Lark plan costs $14 per month."),
-    ("paraphrase", CTX_PLAN, "For $14 a month, Odessa Cloud's Lark plan gives you 3 user accounts."),
+    (
+        "paraphrase",
+        CTX_PLAN,
+        "For $14 a month, Odessa Cloud's Lark plan gives you 3 user accounts.",
+    ),
     ("correct negation", CTX_PLAN, "A custom domain is not included in the Lark plan."),
-    ("condition kept in other words", CTX_PLAN, "You can get a refund within 10 days of purchase if the account was not suspended."),
-    ("names and dates", CTX_HISTORY, "The Ostrel Choir was founded by Talia Brenn in Kalvik in 1987."),
+    (
+        "condition kept in other words",
+        CTX_PLAN,
+        "You can get a refund within 10 days of purchase if the account was not suspended.",
+    ),
+    (
+        "names and dates",
+        CTX_HISTORY,
+        "The Ostrel Choir was founded by Talia Brenn in Kalvik in 1987.",
+    ),
     ("second fact", CTX_HISTORY, "Jonas Brenn has conducted the Ostrel Choir since 1994."),
-    ("restriction kept", CTX_HISTORY, "The Ostrel Choir only sings in winter, between November and February."),
+    (
+        "restriction kept",
+        CTX_HISTORY,
+        "The Ostrel Choir only sings in winter, between November and February.",
+    ),
 ]
 
 HALLUCINATED = [
     ("number changed", CTX_PLAN, "The Lark plan costs $19 per month and includes 3 user accounts."),
-    ("numbers swapped", CTX_PLAN, "Backups are kept for 10 days, and refunds are available within 30 days of purchase."),
-    ("negation added", CTX_PLAN, "The Lark plan does not include backups."),
+    (
+        "numbers swapped",
+        CTX_PLAN,
+        "Backups are kept for 10 days, and refunds are available within 30 days of purchase.",
+    ),
+    ("negation added", CTX_PLAN, "Backups are not kept for 30 days."),
     ("negation removed", CTX_PLAN, "The Lark plan includes a custom domain."),
-    ("unsupported sentence appended", CTX_PLAN, "The Lark plan costs $14 per month. It also comes with a free mobile app for iOS."),
+    (
+        "unsupported sentence appended",
+        CTX_PLAN,
+        "The Lark plan costs $14 per month. It also comes with a free mobile app for iOS.",
+    ),
     ("condition dropped", CTX_PLAN, "Refunds are available within 10 days of purchase."),
-    ("entity swapped", CTX_HISTORY, "Jonas Brenn founded the Ostrel Choir in 1987, and Talia Brenn became its conductor in 1994."),
+    (
+        "entity swapped",
+        CTX_HISTORY,
+        "Jonas Brenn founded the Ostrel Choir in 1987, and Talia Brenn became its conductor in 1994.",
+    ),
     ("foreign entity", CTX_HISTORY, "Talia Brenn founded the Ostrel Choir in 1987 in Oslo."),
     ("always", CTX_HISTORY, "The Ostrel Choir always sings all year round."),
 ]
@@ -51,7 +79,9 @@ def test_grounded_answers_pass(case: str, context: str, answer: str) -> None:
     assert score.details["unsupported_claims"] == [] or score.value >= DEFAULT_THRESHOLD
 
 
-@pytest.mark.parametrize(("case", "context", "answer"), HALLUCINATED, ids=[c[0] for c in HALLUCINATED])
+@pytest.mark.parametrize(
+    ("case", "context", "answer"), HALLUCINATED, ids=[c[0] for c in HALLUCINATED]
+)
 def test_hallucinated_answers_fail(case: str, context: str, answer: str) -> None:
     score = Groundedness().evaluate(response=answer, context=context)
     assert score.passed is False, (case, score.value, score.details["claims"])
@@ -86,12 +116,17 @@ def test_hallucination_score_is_the_complement_and_lower_is_better() -> None:
 def test_query_words_count_as_support() -> None:
     ctx = "Ewan MacColl was an English folk singer."
     alone = check_grounding("The singer's nationality was English.", ctx).features["lex_mean"]
-    with_q = check_grounding("The singer's nationality was English.", ctx, query="What nationality was the singer?")
+    with_q = check_grounding(
+        "The singer's nationality was English.", ctx, query="What nationality was the singer?"
+    )
     assert with_q.features["lex_mean"] > alone
 
 
 def test_context_as_documents_and_dicts() -> None:
-    docs = [{"id": "a", "content": "The Lark plan costs $14 per month."}, "Backups are kept for 30 days."]
+    docs = [
+        {"id": "a", "content": "The Lark plan costs $14 per month."},
+        "Backups are kept for 30 days.",
+    ]
     assert context_text(docs) == "The Lark plan costs $14 per month.\nBackups are kept for 30 days."
     assert Groundedness().evaluate(response="Backups are kept for 30 days.", context=docs).passed
 
@@ -113,7 +148,11 @@ def test_deterministic() -> None:
 
 @pytest.mark.parametrize(
     ("name", "cls"),
-    [("Groundedness", Groundedness), ("faithfulness", Groundedness), ("hallucination_score", HallucinationScore)],
+    [
+        ("Groundedness", Groundedness),
+        ("faithfulness", Groundedness),
+        ("hallucination_score", HallucinationScore),
+    ],
 )
 def test_registered(name: str, cls: type[Evaluator]) -> None:
     assert get_evaluator(name) is cls

@@ -14,9 +14,15 @@ from keel.ml import text as T
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("Dr. Rowe joined in 2011. She left in 2015!", ["Dr. Rowe joined in 2011.", "She left in 2015!"]),
+        (
+            "Dr. Rowe joined in 2011. She left in 2015!",
+            ["Dr. Rowe joined in 2011.", "She left in 2015!"],
+        ),
         ("It costs 3.5 dollars. Done.", ["It costs 3.5 dollars.", "Done."]),
-        ("published in the 19th century.First for Women is a magazine.", ["published in the 19th century.", "First for Women is a magazine."]),
+        (
+            "published in the 19th century.First for Women is a magazine.",
+            ["published in the 19th century.", "First for Women is a magazine."],
+        ),
         ("He lives in the U.S. now.", ["He lives in the U.S. now."]),
         ("", []),
     ],
@@ -51,14 +57,21 @@ def test_quantity_matching_across_units_and_words() -> None:
 
 
 def test_dates() -> None:
-    assert T.extract_dates("born March 2, 1991, died 22 October 1989, in May 2004") == ["1991-03-02", "1989-10-22", "2004-05"]
+    assert T.extract_dates("born March 2, 1991, died 22 October 1989, in May 2004") == [
+        "1991-03-02",
+        "1989-10-22",
+        "2004-05",
+    ]
 
 
 @pytest.mark.parametrize(
     ("text", "entities"),
     [
         ("Lina Voss founded Arborel Labs in Oslo.", ["Lina Voss", "Arborel Labs", "Oslo"]),
-        ("The University of Oslo hired Anna van der Berg.", ["University of Oslo", "Anna van der Berg"]),
+        (
+            "The University of Oslo hired Anna van der Berg.",
+            ["University of Oslo", "Anna van der Berg"],
+        ),
         ("Pets are not permitted. The Nervi 2 drone flies.", ["Nervi 2"]),
         ("I didn't know RDJ was in it.", ["RDJ"]),
         ("However, the plan works.", []),
@@ -91,13 +104,22 @@ def test_cues_and_antonyms() -> None:
     assert T.quantifier_cues("It always works, except on Sundays.") == {"always", "except"}
     assert "unless" in T.condition_cues("Refunds unless suspended")
     assert "as long as" in T.condition_cues("as long as it is new")
-    assert T.antonym_conflicts("The shop is open on Mondays.", "The shop is closed on Mondays.") == [("open", "closed")]
+    assert T.antonym_conflicts(
+        "The shop is open on Mondays.", "The shop is closed on Mondays."
+    ) == [("open", "closed")]
     assert T.antonym_conflicts("open and closed", "closed and open") == []
 
 
 def test_claims_split_on_semicolons_and_but() -> None:
-    claims = T.extract_claims("The fee is $20 for members; others pay $35, but refunds are not allowed. It opened in 2011.")
-    assert claims == ["The fee is $20 for members", "others pay $35", "refunds are not allowed.", "It opened in 2011."]
+    claims = T.extract_claims(
+        "The fee is $20 for members; others pay $35, but refunds are not allowed. It opened in 2011."
+    )
+    assert claims == [
+        "The fee is $20 for members",
+        "others pay $35",
+        "refunds are not allowed.",
+        "It opened in 2011.",
+    ]
 
 
 @given(st.text(max_size=300))
@@ -122,7 +144,13 @@ if not emb_mod.embeddings_available():  # pragma: no cover
 def test_embeddings_normalized_cached_and_meaningful() -> None:
     e = emb_mod.get_embedder()
     assert e is emb_mod.get_embedder()
-    v = e.embed(["How do I reset my password?", "Steps to change a forgotten password", "The cat sat on the mat."])
+    v = e.embed(
+        [
+            "How do I reset my password?",
+            "Steps to change a forgotten password",
+            "The cat sat on the mat.",
+        ]
+    )
     assert v.shape == (3, 384)
     assert abs(float((v[0] ** 2).sum()) - 1.0) < 1e-4
     assert float(v[0] @ v[1]) > 0.6 > 0.3 > float(v[0] @ v[2])
@@ -138,7 +166,9 @@ def test_embedding_batch_equals_single_and_threads_share_one_model() -> None:
         one = emb_mod.Embedder._run(e, [t])[0]
         assert float(one @ batch[i]) == pytest.approx(1.0, abs=1e-4)
     seen: list[object] = []
-    threads = [threading.Thread(target=lambda: seen.append(emb_mod.get_embedder())) for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: seen.append(emb_mod.get_embedder())) for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -31,7 +31,18 @@ def test_parse_judgement(text: str, value: float) -> None:
     assert parse_judgement(text, (1, 5))[0] == value
 
 
-@pytest.mark.parametrize("bad", ["", "score: 5", '{"score": 9, "reason": "x"}', '{"reason": "x"}', '{"score": true}', "[5]", '{"score": "high"}'])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "score: 5",
+        '{"score": 9, "reason": "x"}',
+        '{"reason": "x"}',
+        '{"score": true}',
+        "[5]",
+        '{"score": "high"}',
+    ],
+)
 def test_parse_judgement_rejects_malformed(bad: str) -> None:
     with pytest.raises(ValueError):
         parse_judgement(bad, (1, 5))
@@ -48,12 +59,16 @@ def test_judge_scores_and_records_prompt_hash() -> None:
     assert s.score == 1.0 and s.passed is True and s.reason == "fully correct"
     assert s.judge_model == "scripted" and s.judge_prompt_hash == j.prompt.hash()
     sent = m.calls[0]["messages"]
-    assert sent[0]["role"] == "system" and "2+2?" in sent[1]["content"] and "4" in sent[1]["content"]
+    assert (
+        sent[0]["role"] == "system" and "2+2?" in sent[1]["content"] and "4" in sent[1]["content"]
+    )
     assert m.calls[0]["response_format"]["type"] == "json_schema"
 
 
 def test_judge_retries_malformed_then_succeeds() -> None:
-    j, m = judge(["I think it is good", '{"score": 7}', '{"score": 4, "reason": "mostly"}'], retries=2)
+    j, m = judge(
+        ["I think it is good", '{"score": 7}', '{"score": 4, "reason": "mostly"}'], retries=2
+    )
     s = j.evaluate(query="q", response="r")
     assert s.score == 0.75 and s.error is None
     assert len(m.calls) == 3 and len(s.details["attempts"]) == 3
@@ -70,10 +85,10 @@ def test_judge_failure_is_a_recorded_error_never_nan() -> None:
 
 
 def test_judge_timeouts_are_retried_and_recorded() -> None:
-    j, m = judge([("sleep", 5.0, OK), OK], timeout=0.05, retries=1)
+    j, _ = judge([("sleep", 5.0, OK), OK], timeout=0.05, retries=1)
     s = j.evaluate(query="q", response="r")
     assert s.score == 1.0 and "upstream_timeout" in s.details["attempts"][0]["error"]
-    j, m = judge([("sleep", 5.0, OK), ("sleep", 5.0, OK)], timeout=0.05, retries=1)
+    j, _m = judge([("sleep", 5.0, OK), ("sleep", 5.0, OK)], timeout=0.05, retries=1)
     s = j.evaluate(query="q", response="r")
     assert s.error and "timed out" in s.error
 
@@ -86,7 +101,11 @@ def test_non_retryable_provider_error_stops_early() -> None:
 
 def test_batch_with_failing_judge_rows_does_not_abort() -> None:
     j, _ = judge([OK, "junk", "junk", "junk", '{"score": 1, "reason": "no"}'], retries=2)
-    rows = [{"query": "a", "response": "b"}, {"query": "c", "response": "d"}, {"query": "e", "response": "f"}]
+    rows = [
+        {"query": "a", "response": "b"},
+        {"query": "c", "response": "d"},
+        {"query": "e", "response": "f"},
+    ]
     scores = [r[0] for r in evaluate_rows(rows, j)]
     assert [s.value for s in scores] == [1.0, None, 0.0]
     assert scores[1].error and scores[0].target_kind == "row"
@@ -98,10 +117,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        type(self).seen.append({"path": self.path, "auth": self.headers.get("authorization"), "body": body})
+        type(self).seen.append(
+            {"path": self.path, "auth": self.headers.get("authorization"), "body": body}
+        )
         status, content = type(self).replies.pop(0)
         data = json.dumps(
-            {"id": "x", "object": "chat.completion", "model": body["model"], "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]}
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
             if status == 200
             else {"error": {"message": str(content)}}
         ).encode()
@@ -131,7 +163,10 @@ def test_openai_compatible_judge_over_http(endpoint: str) -> None:
     model = OpenAIJudgeModel("gpt-judge", base_url=endpoint, api_key="sk-test")
     s = LLMJudge("correct?", model=model, retries=1).evaluate(query="q", response="r")
     assert s.score == 0.75 and s.judge_model == "gpt-judge"
-    assert _Handler.seen[0]["path"] == "/v1/chat/completions" and _Handler.seen[0]["auth"] == "Bearer sk-test"
+    assert (
+        _Handler.seen[0]["path"] == "/v1/chat/completions"
+        and _Handler.seen[0]["auth"] == "Bearer sk-test"
+    )
     assert _Handler.seen[1]["body"]["response_format"]["json_schema"]["name"] == "judgement"
     _Handler.replies = [(401, "bad key")]
     s = LLMJudge("correct?", model=model, retries=3).evaluate(query="q", response="r")
@@ -143,11 +178,20 @@ def test_judge_prompt_is_pushed_to_the_prompt_registry() -> None:
 
     store = open_store("memory://")
     try:
-        j = LLMJudge("polite?", model=ScriptedJudgeModel([OK]), store=store, prompt_name="judge-polite")
-        again = LLMJudge("polite?", model=ScriptedJudgeModel([OK]), store=store, prompt_name="judge-polite")
+        j = LLMJudge(
+            "polite?", model=ScriptedJudgeModel([OK]), store=store, prompt_name="judge-polite"
+        )
+        again = LLMJudge(
+            "polite?", model=ScriptedJudgeModel([OK]), store=store, prompt_name="judge-polite"
+        )
         v = store.prompts.get_latest_version("default", "judge-polite")
         assert v.content_hash == j.prompt_hash == again.prompt_hash and v.version == 1
-        changed = LLMJudge("polite and brief?", model=ScriptedJudgeModel([OK]), store=store, prompt_name="judge-polite")
+        changed = LLMJudge(
+            "polite and brief?",
+            model=ScriptedJudgeModel([OK]),
+            store=store,
+            prompt_name="judge-polite",
+        )
         assert store.prompts.get_latest_version("default", "judge-polite").version == 2
         assert changed.prompt_hash != j.prompt_hash
     finally:
@@ -168,7 +212,15 @@ def test_hybrid_escalates_only_unsure_rows() -> None:
     sure = h.evaluate(response="0.9")
     assert sure.passed is True and sure.details["escalated"] is False and not m.calls
     unsure = h.evaluate(response="0.5")
-    assert unsure.details["escalated"] is True and unsure.score == 1.0 and unsure.judge_model == "scripted"
-    failing = Hybrid(_Fixed(), LLMJudge("ok?", model=ScriptedJudgeModel(["x"]), inputs=("response",), retries=0), unsure=(0.4, 0.6))
+    assert (
+        unsure.details["escalated"] is True
+        and unsure.score == 1.0
+        and unsure.judge_model == "scripted"
+    )
+    failing = Hybrid(
+        _Fixed(),
+        LLMJudge("ok?", model=ScriptedJudgeModel(["x"]), inputs=("response",), retries=0),
+        unsure=(0.4, 0.6),
+    )
     s = failing.evaluate(response="0.45")
     assert s.score == 0.45 and s.details["judge_error"] and s.error is None

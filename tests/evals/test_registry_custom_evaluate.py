@@ -13,7 +13,13 @@ from keel.core.spans import Span, Trace
 from keel.errors import ConflictError, InvalidInputError, NotFoundError
 from keel.evals.base import EvalResult, Evaluator
 from keel.evals.custom import keel_evaluator, load_rubric
-from keel.evals.evaluate import evaluate_rows, evaluate_span, evaluate_trace, inputs_from_row, summarize
+from keel.evals.evaluate import (
+    evaluate_rows,
+    evaluate_span,
+    evaluate_trace,
+    inputs_from_row,
+    summarize,
+)
 from keel.evals.judge import LLMJudge, ScriptedJudgeModel
 from keel.evals.registry import EvaluatorRegistry, create_evaluator, default_registry, get_evaluator
 
@@ -151,7 +157,9 @@ def test_keel_evaluator_decorator() -> None:
 
 def test_yaml_rubric(tmp_path: Path) -> None:
     f = tmp_path / "rubric.yaml"
-    f.write_text("name: PolitenessT\nrubric: The response is polite.\ninputs: [response]\nscale: [1, 3]\nthreshold: 0.9\n")
+    f.write_text(
+        "name: PolitenessT\nrubric: The response is polite.\ninputs: [response]\nscale: [1, 3]\nthreshold: 0.9\n"
+    )
     (cls,) = load_rubric(f)
     ev = cls(model=ScriptedJudgeModel(['{"score": 2, "reason": "neutral"}']))
     s = ev.evaluate(response="Fine.")
@@ -163,11 +171,29 @@ def test_yaml_rubric(tmp_path: Path) -> None:
 
 
 def _span(sid: str, parent: str | None, start: int, end: int, attrs: dict[str, Any]) -> Span:
-    return Span(trace_id="b" * 32, span_id=sid, parent_span_id=parent, name=sid, start_time_ns=start, end_time_ns=end, attributes=attrs)
+    return Span(
+        trace_id="b" * 32,
+        span_id=sid,
+        parent_span_id=parent,
+        name=sid,
+        start_time_ns=start,
+        end_time_ns=end,
+        attributes=attrs,
+    )
 
 
 def test_evaluate_span_through_llmcall_view(monkeypatch: pytest.MonkeyPatch) -> None:
-    span = _span("0000000000000001", None, 0, 250_000_000, {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 900, "gen_ai.usage.output_tokens": 200})
+    span = _span(
+        "0000000000000001",
+        None,
+        0,
+        250_000_000,
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.usage.input_tokens": 900,
+            "gen_ai.usage.output_tokens": 200,
+        },
+    )
     scores = evaluate_span(span, [{"MaxLatency": 200}, {"MaxTokens": 1000}, "ExactMatch"])
     lat, tok, em = scores
     assert lat.passed is False and lat.target_kind == "span" and lat.target_id == "0000000000000001"
@@ -181,9 +207,35 @@ def test_evaluate_trace() -> None:
     trace = Trace(
         trace_id="b" * 32,
         spans=[
-            _span("0000000000000001", None, 0, 1_000_000_000, {"gen_ai.operation.name": "invoke_agent"}),
-            _span("0000000000000002", "0000000000000001", 1, 2, {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 5}),
-            _span("0000000000000003", "0000000000000001", 3, 4, {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 20, "gen_ai.usage.output_tokens": 5}),
+            _span(
+                "0000000000000001",
+                None,
+                0,
+                1_000_000_000,
+                {"gen_ai.operation.name": "invoke_agent"},
+            ),
+            _span(
+                "0000000000000002",
+                "0000000000000001",
+                1,
+                2,
+                {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.usage.input_tokens": 10,
+                    "gen_ai.usage.output_tokens": 5,
+                },
+            ),
+            _span(
+                "0000000000000003",
+                "0000000000000001",
+                3,
+                4,
+                {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.usage.input_tokens": 20,
+                    "gen_ai.usage.output_tokens": 5,
+                },
+            ),
         ],
     )
     lat, tok = evaluate_trace(trace, [{"MaxLatency": 2000}, {"TokenThreshold": {"max_input": 25}}])
@@ -199,11 +251,16 @@ def test_evaluate_rows_aliases_mapping_and_summary() -> None:
     ]
     out = evaluate_rows(rows[:2], ["ExactMatch", {"Contains": "a"}], concurrency=2)
     assert [r[0].passed for r in out] == [True, False] and out[1][0].target_id == "r2"
-    mapped = evaluate_rows(rows[2:], "ExactMatch", mapping={"response": "a", "expected_output": "gold"})
+    mapped = evaluate_rows(
+        rows[2:], "ExactMatch", mapping={"response": "a", "expected_output": "gold"}
+    )
     assert mapped[0][0].passed is True
     summary = summarize(s for r in out for s in r)
     assert summary["ExactMatch"] == {"n": 2, "errors": 0, "mean": 0.5, "pass_rate": 0.5}
-    assert inputs_from_row({"input": "q", "contexts": ["c"], "agent_steps": []}) == {"query": "q", "context": ["c"]}
+    assert inputs_from_row({"input": "q", "contexts": ["c"], "agent_steps": []}) == {
+        "query": "q",
+        "context": ["c"],
+    }
 
 
 class _Nan(Evaluator):

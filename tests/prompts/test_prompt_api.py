@@ -46,14 +46,29 @@ def test_production_is_guarded_by_the_installed_eval_guard(tmp_path):
 
 def test_push_get_render_label_diff(api):
     c, store, p = api
-    r = c.post("/api/prompts/agent/versions", json={"template": "Hi {{name}}", "message": "v1", "labels": ["production"]})
+    r = c.post(
+        "/api/prompts/agent/versions",
+        json={"template": "Hi {{name}}", "message": "v1", "labels": ["production"]},
+    )
     assert r.status_code == 201, r.text
     v1 = r.json()
-    assert (v1["version"], v1["created"], v1["labels"], v1["variables"]) == (1, True, ["production"], ["name"])
+    assert (v1["version"], v1["created"], v1["labels"], v1["variables"]) == (
+        1,
+        True,
+        ["production"],
+        ["name"],
+    )
     assert v1["author"] == "key:ci"
     again = c.post("/api/prompts/agent/versions", json={"template": "Hi {{name}}"})
-    assert again.status_code == 200 and again.json()["version"] == 1 and again.json()["created"] is False
-    r = c.post("/api/prompts/agent/versions", json={"template": "Hello {{name}}", "config": {"temperature": 0.1}})
+    assert (
+        again.status_code == 200
+        and again.json()["version"] == 1
+        and again.json()["created"] is False
+    )
+    r = c.post(
+        "/api/prompts/agent/versions",
+        json={"template": "Hello {{name}}", "config": {"temperature": 0.1}},
+    )
     assert r.json()["version"] == 2
     assert c.get("/api/prompts/agent", params={"label": "production"}).json()["version"] == 1
     assert c.get("/api/prompts/agent").json()["version"] == 2
@@ -61,16 +76,24 @@ def test_push_get_render_label_diff(api):
     assert [v["version"] for v in c.get("/api/prompts/agent/versions").json()] == [1, 2]
     r = c.put("/api/prompts/agent/labels/production", json={"version": 2, "reason": "tone"})
     assert r.status_code == 200 and r.json()["version"] == 2 and r.json()["protected"]
-    r = c.post("/api/prompts/agent/render", json={"label": "production", "variables": {"name": "Bo"}})
+    r = c.post(
+        "/api/prompts/agent/render", json={"label": "production", "variables": {"name": "Bo"}}
+    )
     assert r.json()["text"] == "Hello Bo" and r.json()["version"] == 2
     r = c.post("/api/prompts/agent/render", json={"variables": {"nme": "Bo"}})
     assert r.status_code == 400 and "missing name" in r.json()["error"]["message"]
     d = c.get("/api/prompts/agent/diff", params={"a": "1", "b": "production"}).json()
-    assert d["b"] == 2 and d["config"] == [{"path": "temperature", "kind": "added", "before": None, "after": 0.1}]
+    assert d["b"] == 2 and d["config"] == [
+        {"path": "temperature", "kind": "added", "before": None, "after": 0.1}
+    ]
     r = c.post("/api/prompts/agent/labels/production/rollback", json={"reason": "bad"})
     assert r.json()["version"] == 1
     hist = c.get("/api/prompts/agent/labels/production/history").json()
-    assert [(h["before"], h["after"], h["actor"]) for h in hist] == [(2, 1, "key:ci"), (1, 2, "key:ci"), (None, 1, "key:ci")]
+    assert [(h["before"], h["after"], h["actor"]) for h in hist] == [
+        (2, 1, "key:ci"),
+        (1, 2, "key:ci"),
+        (None, 1, "key:ci"),
+    ]
     assert [x["name"] for x in c.get("/api/prompts").json()] == ["agent"]
     audit = store.projects.list_audit_events(p.id, subject="prompt:agent:label:production")
     assert audit[0].reason == "bad"
@@ -78,7 +101,9 @@ def test_push_get_render_label_diff(api):
 
 def test_includes_come_resolved(api):
     c, _, _ = api
-    c.post("/api/prompts/footer/versions", json={"template": "-- {{shop}}", "labels": ["production"]})
+    c.post(
+        "/api/prompts/footer/versions", json={"template": "-- {{shop}}", "labels": ["production"]}
+    )
     c.post("/api/prompts/mail/versions", json={"template": "Hi {{name}} {{> footer}}"})
     body = c.get("/api/prompts/mail").json()
     assert body["includes"]["footer@production"]["template"] == "-- {{shop}}"
@@ -88,8 +113,16 @@ def test_no_api_path_edits_a_stored_version(api):
     c, _, _ = api
     c.post("/api/prompts/agent/versions", json={"template": "Hi {{name}}"})
     for method in ("put", "patch", "delete"):
-        for path in ("/api/prompts/agent/versions/1", "/api/prompts/agent", "/api/prompts/agent/versions"):
-            r = getattr(c, method)(path, json={"template": "pwned"}) if method != "delete" else c.delete(path)
+        for path in (
+            "/api/prompts/agent/versions/1",
+            "/api/prompts/agent",
+            "/api/prompts/agent/versions",
+        ):
+            r = (
+                getattr(c, method)(path, json={"template": "pwned"})
+                if method != "delete"
+                else c.delete(path)
+            )
             assert r.status_code in (404, 405), (method, path, r.status_code)
     assert c.get("/api/prompts/agent/versions/1").json()["template"] == "Hi {{name}}"
     # the only mutating routes on versions are POST (create) and label moves
@@ -122,12 +155,18 @@ def test_injection_payloads_fail_safely(api, body):
 
 def test_hostile_names_and_unknown_fields(api):
     c, _, _ = api
-    assert c.post("/api/prompts/agent/versions", json={"template": "x", "admin": True}).status_code == 400
+    assert (
+        c.post("/api/prompts/agent/versions", json={"template": "x", "admin": True}).status_code
+        == 400
+    )
     for name in ["..", "a%00b", "x';DROP TABLE prompt_versions;--"]:
         r = c.post(f"/api/prompts/{name}/versions", json={"template": "x"})
         assert r.status_code in (400, 404), (name, r.status_code)
     assert c.get("/api/prompts/nope").status_code == 404
-    assert c.get("/api/prompts/agent", params={"version": 1, "label": "x"}).status_code in (400, 404)
+    assert c.get("/api/prompts/agent", params={"version": 1, "label": "x"}).status_code in (
+        400,
+        404,
+    )
     assert c.get("/api/prompts", headers={"Authorization": "Bearer nope"}).status_code == 401
 
 
@@ -179,7 +218,12 @@ def test_signature_roundtrip_and_tamper():
     body = b'{"a":1}'
     header = sign("s3cret", body, 1_700_000_000)
     verify_signature("s3cret", body, header, now=1_700_000_010)
-    for bad in [(b'{"a":2}', header), (body, header.replace("v1=", "v1=0")), (body, None), (body, "garbage")]:
+    for bad in [
+        (b'{"a":2}', header),
+        (body, header.replace("v1=", "v1=0")),
+        (body, None),
+        (body, "garbage"),
+    ]:
         with pytest.raises(AuthenticationError):
             verify_signature("s3cret", bad[0], bad[1], now=1_700_000_010)
     with pytest.raises(AuthenticationError, match="too old"):
@@ -205,7 +249,10 @@ def test_webhook_is_signed_retried_and_never_blocks(tmp_path):
         headers, body = rx.calls[-1]
         verify_signature("whsec", body, headers["x-keel-signature"])
         payload = json.loads(body)
-        assert payload["type"] == "prompt.version.created" and headers["x-keel-event"] == payload["type"]
+        assert (
+            payload["type"] == "prompt.version.created"
+            and headers["x-keel-event"] == payload["type"]
+        )
         assert payload["data"]["prompt"] == "agent" and payload["data"]["version"] == 1
         assert len(rx.calls) == 3 and notifier.stats.delivered == 1
         assert {h["x-keel-delivery"] for h, _ in rx.calls} == {payload["id"]}
@@ -216,7 +263,10 @@ def test_webhook_is_signed_retried_and_never_blocks(tmp_path):
 
 def test_webhook_down_receiver_gives_up_and_drops_when_full():
     notifier = WebhookNotifier(
-        [WebhookEndpoint("http://127.0.0.1:9/none", "k")], max_attempts=2, backoff_s=0.01, queue_size=1
+        [WebhookEndpoint("http://127.0.0.1:9/none", "k")],
+        max_attempts=2,
+        backoff_s=0.01,
+        queue_size=1,
     )
     for i in range(5):
         notifier.notify("prompt.label.moved", {"i": i})
@@ -231,7 +281,9 @@ def test_webhooks_from_settings(monkeypatch):
     from keel.prompts.webhooks import notifier_from_settings
 
     monkeypatch.setenv("HOOK_SECRET", "abc")
-    n = notifier_from_settings({"webhooks": [{"url": "http://127.0.0.1:1/x", "secret": "env:HOOK_SECRET"}]})
+    n = notifier_from_settings(
+        {"webhooks": [{"url": "http://127.0.0.1:1/x", "secret": "env:HOOK_SECRET"}]}
+    )
     assert n is not None and n.endpoints[0].secret == "abc"
     assert notifier_from_settings({}) is None
     with pytest.raises(ConfigError):

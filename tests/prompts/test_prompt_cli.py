@@ -29,13 +29,21 @@ def cli(tmp_path):
 def test_push_pull_show_label_diff_render(cli, tmp_path: Path):
     src = tmp_path / "prompts"
     src.mkdir()
-    (src / "agent.yaml").write_text("template: 'Hi {{name}}'\nlabels: [staging]\n", encoding="utf-8")
+    (src / "agent.yaml").write_text(
+        "template: 'Hi {{name}}'\nlabels: [staging]\n", encoding="utf-8"
+    )
     first = cli("prompts", "push", str(src))
-    assert [(x["name"], x["version"], x["created"], x["labels_moved"]) for x in first] == [("agent", 1, True, ["staging"])]
+    assert [(x["name"], x["version"], x["created"], x["labels_moved"]) for x in first] == [
+        ("agent", 1, True, ["staging"])
+    ]
     assert cli("prompts", "push", str(src))[0]["created"] is False
-    (src / "agent.yaml").write_text("template: 'Hello {{name}}!'\nconfig: {temperature: 0.3}\n", encoding="utf-8")
+    (src / "agent.yaml").write_text(
+        "template: 'Hello {{name}}!'\nconfig: {temperature: 0.3}\n", encoding="utf-8"
+    )
     assert cli("prompts", "push", str(src), "-m", "friendlier")[0]["version"] == 2
-    assert cli("prompts", "list") == [{"name": "agent", "latest": 2, "type": "text", "labels": ["staging→1"]}]
+    assert cli("prompts", "list") == [
+        {"name": "agent", "latest": 2, "type": "text", "labels": ["staging→1"]}
+    ]
     shown = cli("prompts", "show", "agent@staging")
     assert (shown["version"], shown["template"], shown["labels"]) == (1, "Hi {{name}}", ["staging"])
     assert cli("prompts", "show", "agent@2")["message"] == "friendlier"
@@ -70,8 +78,15 @@ def test_human_output_renders(tmp_path: Path):
     url = f"sqlite:///{tmp_path}/k.db"
     src = tmp_path / "p"
     src.mkdir()
-    (src / "a.md").write_text("---\ntype: chat\n---\n## system\nBe {{tone}}.\n## user\n{{q}}\n", encoding="utf-8")
-    for args in (["prompts", "push", str(src)], ["prompts", "list"], ["prompts", "show", "a"], ["prompts", "render", "a", "-v", "tone=kind", "-v", "q=hi"]):
+    (src / "a.md").write_text(
+        "---\ntype: chat\n---\n## system\nBe {{tone}}.\n## user\n{{q}}\n", encoding="utf-8"
+    )
+    for args in (
+        ["prompts", "push", str(src)],
+        ["prompts", "list"],
+        ["prompts", "show", "a"],
+        ["prompts", "render", "a", "-v", "tone=kind", "-v", "q=hi"],
+    ):
         r = runner.invoke(app, ["--store", url, *args])
         assert r.exit_code == 0, r.output
     assert "Be kind." in r.output and "[system]" in r.output

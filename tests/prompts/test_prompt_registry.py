@@ -9,7 +9,13 @@ import pytest
 from keel.core.prompts import PromptContent
 from keel.errors import ConflictError, GateFailedError, InvalidInputError, NotFoundError
 from keel.prompts.files import load_directory, push_directory, to_yaml
-from keel.prompts.guards import AllowAll, LabelMove, load_label_guards, register_label_guard, unregister_label_guard
+from keel.prompts.guards import (
+    AllowAll,
+    LabelMove,
+    load_label_guards,
+    register_label_guard,
+    unregister_label_guard,
+)
 from keel.prompts.registry import PromptRegistry
 
 
@@ -63,7 +69,11 @@ def test_label_moves_are_audited_and_roll_back(reg, pid, store):
     reg.move_label(pid, "agent", "production", 2, actor="x")
     assert len(reg.label_history(pid, "agent", "production")) == n
     # versions never changed
-    assert [v.content.template for v in store.prompts.list_versions(pid, "agent")] == ["v1", "v2", "v3"]
+    assert [v.content.template for v in store.prompts.list_versions(pid, "agent")] == [
+        "v1",
+        "v2",
+        "v3",
+    ]
 
 
 def test_label_errors(reg, pid):
@@ -117,7 +127,9 @@ def test_push_validates_before_storing(reg, pid, store):
     with pytest.raises(InvalidInputError):
         reg.push(pid, "bad", text("{{ ''.__class__ }}"))
     with pytest.raises(InvalidInputError):
-        reg.push(pid, "bad", PromptContent(type="text", template="{% include 'x' %}", engine="jinja"))
+        reg.push(
+            pid, "bad", PromptContent(type="text", template="{% include 'x' %}", engine="jinja")
+        )
     with pytest.raises(InvalidInputError, match="includes itself"):
         reg.push(pid, "loop", text("{{> loop}}"))
     assert store.prompts.list_prompts(pid) == []
@@ -136,8 +148,19 @@ def test_render_resolves_includes_through_labels(reg, pid):
 
 
 def test_diff_template_and_config(reg, pid):
-    reg.push(pid, "a", text("line one\nline two", model_config={"model": "m1", "temperature": 0.2, "tools": [{"name": "t"}]}))
-    reg.push(pid, "a", text("line one\nline 2", model_config={"model": "m1", "temperature": 0.5, "top_p": 1}))
+    reg.push(
+        pid,
+        "a",
+        text(
+            "line one\nline two",
+            model_config={"model": "m1", "temperature": 0.2, "tools": [{"name": "t"}]},
+        ),
+    )
+    reg.push(
+        pid,
+        "a",
+        text("line one\nline 2", model_config={"model": "m1", "temperature": 0.5, "top_p": 1}),
+    )
     d = reg.diff(pid, "a@1", "a@2")
     j = d.to_json()
     assert j["identical"] is False
@@ -161,9 +184,12 @@ def test_prompt_files_push_is_idempotent(tmp_path: Path, reg, pid, store):
         encoding="utf-8",
     )
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "signoff.md").write_text("---\nname: signoff\n---\nThanks, {{shop}}.\n", encoding="utf-8")
+    (tmp_path / "sub" / "signoff.md").write_text(
+        "---\nname: signoff\n---\nThanks, {{shop}}.\n", encoding="utf-8"
+    )
     (tmp_path / "chatty.md").write_text(
-        "---\ntype: chat\nconfig: {model: m}\n---\n## system\nBe {{tone}}.\n## user\n{{q}}\n", encoding="utf-8"
+        "---\ntype: chat\nconfig: {model: m}\n---\n## system\nBe {{tone}}.\n## user\n{{q}}\n",
+        encoding="utf-8",
     )
     (tmp_path / ".hidden").mkdir()
     (tmp_path / ".hidden" / "x.yaml").write_text("template: ignored", encoding="utf-8")
@@ -180,7 +206,10 @@ def test_prompt_files_push_is_idempotent(tmp_path: Path, reg, pid, store):
     assert all(not r.created and not r.labels_moved for r in again)
     assert len(reg.label_history(pid, "agent", "staging")) == 1
     chatty = store.prompts.get_version(pid, "chatty", 1).content
-    assert [(m.role, m.content) for m in chatty.messages] == [("system", "Be {{tone}}."), ("user", "{{q}}")]
+    assert [(m.role, m.content) for m in chatty.messages] == [
+        ("system", "Be {{tone}}."),
+        ("user", "{{q}}"),
+    ]
     # pull (YAML) then push again: identical content, nothing new
     pv = store.prompts.get_version(pid, "agent", 1)
     out = tmp_path / "pulled"

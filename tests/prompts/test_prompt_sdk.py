@@ -46,7 +46,13 @@ def keel_server(tmp_path) -> Iterator[Running]:
     proj = store.projects.add_project("demo")
     _, key = create_api_key(store, proj, "sdk")
     reg = PromptRegistry(store, guards=[AllowAll()])
-    reg.push(proj.id, "footer", __import__("keel.core.prompts", fromlist=["x"]).PromptContent(type="text", template="-- {{shop}}"))
+    reg.push(
+        proj.id,
+        "footer",
+        __import__("keel.core.prompts", fromlist=["x"]).PromptContent(
+            type="text", template="-- {{shop}}"
+        ),
+    )
     reg.move_label(proj.id, "footer", "production", 1, actor="t")
     app = create_app(Settings(), store)
     app.state.keel.extras["prompt_registry"] = reg
@@ -66,17 +72,28 @@ def keel_server(tmp_path) -> Iterator[Running]:
 
 
 def _push(run: Running, name: str, body: dict) -> None:
-    r = httpx.post(f"{run.url}/api/prompts/{name}/versions", json=body, headers={"Authorization": f"Bearer {run.key}"})
+    r = httpx.post(
+        f"{run.url}/api/prompts/{name}/versions",
+        json=body,
+        headers={"Authorization": f"Bearer {run.key}"},
+    )
     assert r.status_code in (200, 201), r.text
 
 
 def test_get_prompt_compiles_and_stamps_the_span(keel_server):
     run = keel_server
-    _push(run, "refund-agent", {
-        "messages": [{"role": "system", "content": "Refunds for {{shop}}. {{> footer}}"}, {"role": "user", "content": "{{q}}"}],
-        "config": {"model": "gpt-4o-mini", "temperature": 0.1},
-        "labels": ["production"],
-    })
+    _push(
+        run,
+        "refund-agent",
+        {
+            "messages": [
+                {"role": "system", "content": "Refunds for {{shop}}. {{> footer}}"},
+                {"role": "user", "content": "{{q}}"},
+            ],
+            "config": {"model": "gpt-4o-mini", "temperature": 0.1},
+            "labels": ["production"],
+        },
+    )
     client = PromptClient(run.url, run.key)
     p = client.get_prompt("refund-agent")  # label defaults to production
     assert (p.version, p.label, p.is_fallback, p.is_stale) == (1, "production", False, False)
@@ -158,5 +175,10 @@ def test_sdk_does_not_import_the_server_stack():
         "bad = [m for m in ('fastapi', 'sqlalchemy', 'starlette', 'uvicorn', 'keel.server', 'keel.storage') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"KEEL_BASE_URL": "http://127.0.0.1:9", "PATH": ""})
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"KEEL_BASE_URL": "http://127.0.0.1:9", "PATH": ""},
+    )
     assert r.returncode == 0, r.stdout + r.stderr

@@ -125,3 +125,20 @@ def test_protocol_has_no_update_path(store):
     public = {n for n in dir(store.prompts) if not n.startswith("_")}
     assert not {n for n in public if n.startswith(("update", "delete", "set_", "edit"))}
     assert "put_version" not in public
+
+
+def test_sql_code_never_updates_or_deletes_versions():
+    import inspect
+
+    import keel.storage.sql.datasets as ds
+    import keel.storage.sql.prompts as pr
+
+    for mod, tables in (
+        (pr, ["prompt_versions"]),
+        (ds, ["dataset_rows", "dataset_versions", "dataset_version_rows"]),
+    ):
+        src = inspect.getsource(mod)
+        for t in tables:
+            assert f"{t}.update(" not in src and f"{t}.delete(" not in src
+            assert f"UPDATE {t.upper()}" not in src.upper()
+        assert "DELETE FROM" not in src.upper()

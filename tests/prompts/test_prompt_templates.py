@@ -23,14 +23,27 @@ def text(t: str, engine: str = "mustache") -> PromptContent:
 
 def test_substitution_and_formats():
     c = text("Hi {{ name }}, order {{order.id}} of {{n}} {{flag}} {{items}} {{none}}")
-    out = render(c, {"name": "Ann", "order": {"id": "A1"}, "n": 3, "flag": True, "items": [1, "x"], "none": None})
+    out = render(
+        c,
+        {
+            "name": "Ann",
+            "order": {"id": "A1"},
+            "n": 3,
+            "flag": True,
+            "items": [1, "x"],
+            "none": None,
+        },
+    )
     assert out == 'Hi Ann, order A1 of 3 true [1, "x"] '
 
 
 def test_chat_renders_every_message():
     c = PromptContent(
         type="chat",
-        messages=[PromptMessage(role="system", content="You help {{shop}}."), PromptMessage(role="user", content="{{q}}")],
+        messages=[
+            PromptMessage(role="system", content="You help {{shop}}."),
+            PromptMessage(role="user", content="{{q}}"),
+        ],
     )
     assert render(c, {"shop": "S", "q": "why?"}) == [
         {"role": "system", "content": "You help S."},
@@ -44,14 +57,16 @@ def test_missing_and_extra_variables_are_clear_errors(engine):
     c = text("Hi {{name}} from {{shop}}", engine)
     with pytest.raises(InvalidInputError) as e:
         render(c, {"name": "a"})
-    assert "missing shop" in e.value.message and "expected exactly: name, shop" in (e.value.hint or "")
+    assert "missing shop" in e.value.message and "expected exactly: name, shop" in (
+        e.value.hint or ""
+    )
     with pytest.raises(InvalidInputError) as e:
         render(c, {"name": "a", "shop": "b", "extra": 1})
     assert "unexpected extra" in e.value.message
 
 
 def test_dotted_path_through_non_mapping_is_an_error():
-    with pytest.raises(InvalidInputError, match="order.id"):
+    with pytest.raises(InvalidInputError, match=r"order\.id"):
         render(text("{{order.id}}"), {"order": "not a mapping"})
     # attribute access never happens: a str has .upper but it is not a key
     with pytest.raises(InvalidInputError):
@@ -116,7 +131,14 @@ def test_jinja_sandbox_refuses_template_injection(payload):
     # the sandbox reason or the variable check names what was refused; nothing ran
     assert any(
         w in msg
-        for w in ("sandbox", "not allowed", "missing", "unexpected", "template error", "failed to render")
+        for w in (
+            "sandbox",
+            "not allowed",
+            "missing",
+            "unexpected",
+            "template error",
+            "failed to render",
+        )
     ), msg
 
 
@@ -128,7 +150,10 @@ def test_jinja_payloads_in_variables_are_data_not_code():
 
 
 def test_jinja_logic_works():
-    c = text("{% for i in items %}{{ loop.index }}. {{ i }}\n{% endfor %}{% if vip %}VIP{% endif %}", "jinja")
+    c = text(
+        "{% for i in items %}{{ loop.index }}. {{ i }}\n{% endfor %}{% if vip %}VIP{% endif %}",
+        "jinja",
+    )
     assert required_variables(c) == {"items", "vip"}
     assert render(c, {"items": ["a", "b"], "vip": True}) == "1. a\n2. b\nVIP"
 
@@ -141,9 +166,14 @@ def test_includes_by_reference_render_with_the_variables_they_need():
     resolver = lambda ref: store[str(ref)]  # noqa: E731
     c = text("{{> greet@2}}\n{{body}}")
     assert required_variables(c, resolver) == {"name", "shop", "body"}
-    assert render(c, {"name": "Bo", "shop": "S", "body": "ok"}, resolver) == "Dear Bo, -- S team\nok"
+    assert (
+        render(c, {"name": "Bo", "shop": "S", "body": "ok"}, resolver) == "Dear Bo, -- S team\nok"
+    )
     j = text("{% if urgent %}URGENT {% endif %}{{> greet@2}}", "jinja")
-    assert render(j, {"name": "Bo", "shop": "S", "urgent": True}, resolver) == "URGENT Dear Bo, -- S team"
+    assert (
+        render(j, {"name": "Bo", "shop": "S", "urgent": True}, resolver)
+        == "URGENT Dear Bo, -- S team"
+    )
     with pytest.raises(InvalidInputError, match="missing shop"):
         render(c, {"name": "Bo", "body": "x"}, resolver)
 
@@ -169,7 +199,10 @@ def test_content_hash_is_stable():
     # Pinned: a change to the canonical encoding or the hashed fields changes stored identities.
     c = PromptContent(
         type="chat",
-        messages=[PromptMessage(role="system", content="Be brief."), PromptMessage(role="user", content="{{q}}")],
+        messages=[
+            PromptMessage(role="system", content="Be brief."),
+            PromptMessage(role="user", content="{{q}}"),
+        ],
         model_config={"temperature": 0.2, "model": "gpt-4o-mini"},
     )
     assert c.hash() == PromptContent.model_validate(c.model_dump(by_alias=True)).hash()
@@ -179,12 +212,25 @@ def test_content_hash_is_stable():
         model_config={"model": "gpt-4o-mini", "temperature": 0.2},
     )
     assert same_other_order.hash() == c.hash()
-    assert c.hash() == "sha256:" + __import__("hashlib").sha256(
-        b'{"engine":"mustache","messages":[{"content":"Be brief.","role":"system"},'
-        b'{"content":"{{q}}","role":"user"}],"model_config":{"model":"gpt-4o-mini",'
-        b'"temperature":0.2},"template":null,"type":"chat","variables_schema":{}}'
-    ).hexdigest()
-    assert c.hash() != PromptContent(type="chat", messages=list(c.messages), model_config={"model": "gpt-4o-mini", "temperature": 0.3}).hash()
+    assert (
+        c.hash()
+        == "sha256:"
+        + __import__("hashlib")
+        .sha256(
+            b'{"engine":"mustache","messages":[{"content":"Be brief.","role":"system"},'
+            b'{"content":"{{q}}","role":"user"}],"model_config":{"model":"gpt-4o-mini",'
+            b'"temperature":0.2},"template":null,"type":"chat","variables_schema":{}}'
+        )
+        .hexdigest()
+    )
+    assert (
+        c.hash()
+        != PromptContent(
+            type="chat",
+            messages=list(c.messages),
+            model_config={"model": "gpt-4o-mini", "temperature": 0.3},
+        ).hash()
+    )
 
 
 @given(st.text(alphabet=st.characters(blacklist_characters="{}"), max_size=200))

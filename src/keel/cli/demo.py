@@ -45,7 +45,18 @@ def _start_server(settings: Any, host: str, port: int) -> subprocess.Popen[bytes
     """Run ``keel serve`` as a child process (the SDK in this process then talks to it over
     HTTP exactly as an application would) and wait until it answers ``/healthz``."""
     env = {**os.environ, "KEEL_STORE__URL": settings.store.url}
-    cmd = [sys.executable, "-m", "keel", "serve", "--host", host, "--port", str(port), "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "keel",
+        "serve",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     if settings.source:
         cmd[3:3] = ["--config", settings.source]
     proc = subprocess.Popen(cmd, env=env)
@@ -79,7 +90,9 @@ def step_send_spans(demo: DemoContext) -> str:
         with keel.span("lookup-order", kind="tool"):
             time.sleep(0.001)
     keel.shutdown()
-    r = httpx.get(f"{demo.base_url}/api/traces", headers=demo.headers, params={"limit": 5}, timeout=10)
+    r = httpx.get(
+        f"{demo.base_url}/api/traces", headers=demo.headers, params={"limit": 5}, timeout=10
+    )
     r.raise_for_status()
     n = len(r.json().get("data", []))
     demo.results["traces"] = n
@@ -107,7 +120,9 @@ def demo(
     ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(7400, "--port"),
-    wait: bool = typer.Option(True, "--wait/--no-wait", help="keep serving after the demo (Ctrl-C to stop)"),
+    wait: bool = typer.Option(
+        True, "--wait/--no-wait", help="keep serving after the demo (Ctrl-C to stop)"
+    ),
 ) -> None:
     """Start Keel on SQLite and run the demo workflow."""
     from keel.cli.keys import ensure_project

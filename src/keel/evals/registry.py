@@ -186,7 +186,8 @@ class EvaluatorRegistry:
             short = getattr(cls, "short_arg", None)
             if not short:
                 raise InvalidInputError(
-                    f"{cls.name} takes no short argument", hint=f"write {{{cls.name}: {{...options}}}}"
+                    f"{cls.name} takes no short argument",
+                    hint=f"write {{{cls.name}: {{...options}}}}",
                 )
             return self._instantiate(cls, {short: arg})
         raise InvalidInputError(
@@ -220,7 +221,10 @@ def register(
     cls: E | None = None, *, name: str | None = None, aliases: Iterable[str] = ()
 ) -> E | Callable[[E], E]:
     """Register an evaluator class in the default registry (usable as a decorator)."""
-    return _default.register(cls, name=name, aliases=aliases)  # type: ignore[call-overload,no-any-return]
+    if cls is not None:
+        _default.add(cls, name=name, aliases=aliases)
+        return cls
+    return _default.register(name=name, aliases=aliases)
 
 
 def get_evaluator(name: str) -> type[Evaluator]:

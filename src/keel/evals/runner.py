@@ -400,6 +400,10 @@ class EvalRunner:
             await self._flush(run_id)
             if self._pool:
                 self._pool.shutdown(wait=False)
+            aclose = getattr(self.target, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
         if self._outage is not None:
             e = self._outage
             raise UnavailableError(

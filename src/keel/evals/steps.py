@@ -58,16 +58,21 @@ def steps_from_messages(messages: Iterable[Any]) -> list[Step]:
                 steps.append(Step("llm", text=text, inputs=list(seen_inputs)))
             for c in calls:
                 fn = c.get("function") if isinstance(c.get("function"), Mapping) else c
-                st = Step("tool", name=fn.get("name"), arguments=fn.get("arguments"), result=c.get("result"))
+                st = Step(
+                    "tool",
+                    name=fn.get("name"),
+                    arguments=fn.get("arguments"),
+                    result=c.get("result"),
+                )
                 steps.append(st)
                 if c.get("id"):
                     pending[str(c["id"])] = st
         elif role == "tool":
-            st = pending.get(str(m.get("tool_call_id"))) if m.get("tool_call_id") else None
-            if st is None:
-                st = Step("tool", name=m.get("name"))
-                steps.append(st)
-            st.result = text
+            found = pending.get(str(m.get("tool_call_id"))) if m.get("tool_call_id") else None
+            if found is None:
+                found = Step("tool", name=m.get("name"))
+                steps.append(found)
+            found.result = text
             if text:
                 seen_inputs.append(text)
         elif text:
@@ -84,12 +89,33 @@ def steps_from_llm_call(call: LlmCall, *, span: Span | None = None) -> list[Step
     if op in ("execute_tool", "tool") or (call.tool_name and not call.output_messages):
         result = call.tool_calls[0].result if call.tool_calls else call.output_text
         args = call.tool_calls[0].arguments if call.tool_calls else None
-        return [Step("tool", name=call.tool_name or (call.tool_calls[0].name if call.tool_calls else None), arguments=args, result=result, error=err)]
+        return [
+            Step(
+                "tool",
+                name=call.tool_name or (call.tool_calls[0].name if call.tool_calls else None),
+                arguments=args,
+                result=result,
+                error=err,
+            )
+        ]
     if op in ("retrieval", "retrieve"):
         return [Step("retrieval", result=[d.content for d in call.documents], error=err)]
-    inputs = [m.content for m in call.input_messages if m.content and m.role in ("tool", "user", "system")]
-    out: list[Step] = [Step("llm", name=call.response_model or call.request_model, text=call.output_text, error=err, inputs=inputs)]
-    out.extend(Step("tool", name=tc.name, arguments=tc.arguments, result=tc.result) for tc in call.tool_calls)
+    inputs = [
+        m.content for m in call.input_messages if m.content and m.role in ("tool", "user", "system")
+    ]
+    out: list[Step] = [
+        Step(
+            "llm",
+            name=call.response_model or call.request_model,
+            text=call.output_text,
+            error=err,
+            inputs=inputs,
+        )
+    ]
+    out.extend(
+        Step("tool", name=tc.name, arguments=tc.arguments, result=tc.result)
+        for tc in call.tool_calls
+    )
     return out
 
 
@@ -101,7 +127,9 @@ def steps_from_trace(trace: Any) -> list[Step]:
         return steps_from_trace(Trace.model_validate(trace))
     else:
         items = list(trace)
-    if (items and all(isinstance(i, Mapping) and "role" in i for i in items)) or (items and all(isinstance(i, Message) for i in items)):
+    if (items and all(isinstance(i, Mapping) and "role" in i for i in items)) or (
+        items and all(isinstance(i, Message) for i in items)
+    ):
         return steps_from_messages(items)
     steps: list[Step] = []
     for it in items:
@@ -117,14 +145,24 @@ def steps_from_trace(trace: Any) -> list[Step]:
         elif isinstance(it, Step):
             steps.append(it)
         elif isinstance(it, Mapping):
-            kind = str(it.get("kind") or it.get("type") or ("tool" if "tool" in it or "result" in it else "llm"))
+            kind = str(
+                it.get("kind")
+                or it.get("type")
+                or ("tool" if "tool" in it or "result" in it else "llm")
+            )
             steps.append(
                 Step(
                     kind="tool" if kind in ("tool", "tool_call", "function") else kind,
                     name=it.get("name") or it.get("tool"),
-                    text=_content_text(it.get("text") or it.get("output") if kind not in ("tool", "tool_call", "function") else None),
+                    text=_content_text(
+                        it.get("text") or it.get("output")
+                        if kind not in ("tool", "tool_call", "function")
+                        else None
+                    ),
                     arguments=it.get("arguments") or it.get("input"),
-                    result=it.get("result") if "result" in it else (it.get("output") if kind in ("tool", "tool_call", "function") else None),
+                    result=it.get("result")
+                    if "result" in it
+                    else (it.get("output") if kind in ("tool", "tool_call", "function") else None),
                     error=it.get("error"),
                 )
             )

@@ -277,7 +277,7 @@ def _usage(resp: Body) -> tuple[int | None, int | None]:
 
 def _price(model: str, inp: int | None, out: int | None) -> float | None:
     """Cost from genai-prices when it knows the model (None otherwise)."""
-    if not inp and not out:
+    if (not inp and not out) or model in _UNPRICED:
         return None
     try:
         from genai_prices import Usage, calc_price
@@ -287,7 +287,12 @@ def _price(model: str, inp: int | None, out: int | None) -> float | None:
         p = calc_price(Usage(input_tokens=inp or 0, output_tokens=out or 0), model_ref=model)
         return float(p.total_price)
     except Exception:
+        if len(_UNPRICED) < 1000:
+            _UNPRICED.add(model)  # unknown to the price table: do not look it up per row
         return None
+
+
+_UNPRICED: set[str] = set()
 
 
 # --------------------------------------------------------------------------- targets
@@ -335,6 +340,15 @@ class ModelTarget:
         body["model"] = self.spec.route or self.spec.model
         body["messages"] = messages
         return body
+
+    async def aclose(self) -> None:
+        """Close the provider's HTTP session (inside the loop that opened it)."""
+        http = getattr(self.provider, "http", None)
+        close = getattr(http, "close", None)
+        if close is not None:
+            res = close()
+            if inspect.isawaitable(res):
+                await res
 
     async def call(self, row: Row, request: dict[str, Any]) -> TargetOutput:
         """Send through the provider."""

@@ -74,8 +74,8 @@ NEGATION_CUES = frozenset(
     fails failed fail refuses refused unable""".split()
 )
 UNIVERSAL_CUES = frozenset(
-    """always never all every everyone everybody everything everywhere each none nobody only
-    solely exclusively entirely completely any whenever must guaranteed""".split()
+    """always never all every everyone everybody everything everywhere none nobody only
+    solely exclusively any anytime whenever guaranteed""".split()
 )
 CONDITION_CUES = frozenset(
     """if unless except excluding only when whenever provided providing until before after

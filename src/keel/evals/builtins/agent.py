@@ -29,7 +29,90 @@ from keel.evals.steps import Step, final_answer, steps_from_messages, steps_from
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]{2,}|\d+(?:[.,]\d+)*")
 _STOP = frozenset(
-    ["the", "and", "for", "are", "but", "not", "you", "your", "with", "this", "that", "from", "have", "has", "had", "was", "were", "will", "would", "could", "should", "can", "may", "might", "about", "into", "over", "than", "then", "them", "they", "their", "there", "here", "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "all", "any", "each", "few", "more", "most", "other", "some", "such", "only", "own", "same", "very", "just", "also", "been", "being", "does", "did", "doing", "done", "its", "it's", "our", "ours", "please", "thanks", "thank", "answer", "question", "tell", "give", "find", "get", "let", "make", "need", "want", "know"]
+    [
+        "the",
+        "and",
+        "for",
+        "are",
+        "but",
+        "not",
+        "you",
+        "your",
+        "with",
+        "this",
+        "that",
+        "from",
+        "have",
+        "has",
+        "had",
+        "was",
+        "were",
+        "will",
+        "would",
+        "could",
+        "should",
+        "can",
+        "may",
+        "might",
+        "about",
+        "into",
+        "over",
+        "than",
+        "then",
+        "them",
+        "they",
+        "their",
+        "there",
+        "here",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "all",
+        "any",
+        "each",
+        "few",
+        "more",
+        "most",
+        "other",
+        "some",
+        "such",
+        "only",
+        "own",
+        "same",
+        "very",
+        "just",
+        "also",
+        "been",
+        "being",
+        "does",
+        "did",
+        "doing",
+        "done",
+        "its",
+        "it's",
+        "our",
+        "ours",
+        "please",
+        "thanks",
+        "thank",
+        "answer",
+        "question",
+        "tell",
+        "give",
+        "find",
+        "get",
+        "let",
+        "make",
+        "need",
+        "want",
+        "know",
+    ]
 )
 _GIVE_UP = re.compile(
     r"\b(i\s+(?:was|am|'m)\s+(?:not\s+able|unable)|i\s+could(?:\s+not|n't)|i\s+can(?:not|'t)\s+"
@@ -78,7 +161,9 @@ class TaskCompletion(Evaluator):
 
     name = "TaskCompletion"
     required_inputs = frozenset()
-    optional_inputs = frozenset({"trace", "messages", "response", "query", "expected_output", "tool_calls"})
+    optional_inputs = frozenset(
+        {"trace", "messages", "response", "query", "expected_output", "tool_calls"}
+    )
     default_threshold = 0.7
 
     def __init__(self, *, threshold: float | None = None, goal_overlap: float = 0.6) -> None:
@@ -105,7 +190,14 @@ class TaskCompletion(Evaluator):
         if tool_calls:
             for tc in tool_calls:
                 d = tc.model_dump() if hasattr(tc, "model_dump") else dict(tc)
-                steps.append(Step("tool", name=d.get("name"), arguments=d.get("arguments"), result=d.get("result")))
+                steps.append(
+                    Step(
+                        "tool",
+                        name=d.get("name"),
+                        arguments=d.get("arguments"),
+                        result=d.get("result"),
+                    )
+                )
         if trace is None and messages is None and response is None:
             raise ValueError("TaskCompletion needs trace, messages or response")
         answer = _as_text(response) if response is not None else final_answer(steps)
@@ -152,10 +244,16 @@ class TaskCompletion(Evaluator):
         details["errors"] = errors
         checks["errors"] = 0.0 if unrecovered else 1.0
         if unrecovered:
-            reasons.append(f"{len(unrecovered)} unrecovered error(s), first in {unrecovered[0]['name'] or 'a step'}")
+            reasons.append(
+                f"{len(unrecovered)} unrecovered error(s), first in {unrecovered[0]['name'] or 'a step'}"
+            )
 
         # tool results used
-        tool_steps = [(i, st) for i, st in enumerate(steps) if st.kind == "tool" and st.result is not None and _result_error(st) is None]
+        tool_steps = [
+            (i, st)
+            for i, st in enumerate(steps)
+            if st.kind == "tool" and st.result is not None and _result_error(st) is None
+        ]
         if tool_steps:
             used = 0
             unused: list[str | None] = []
@@ -166,7 +264,11 @@ class TaskCompletion(Evaluator):
                 later_text = " ".join(
                     [answer]
                     + [later.text or "" for later in steps[i + 1 :]]
-                    + [_as_text(later.arguments) for later in steps[i + 1 :] if later.kind == "tool"]
+                    + [
+                        _as_text(later.arguments)
+                        for later in steps[i + 1 :]
+                        if later.kind == "tool"
+                    ]
                 )
                 hit = bool(r_words & salient_words(later_text)) if r_words else True
                 used += hit

@@ -23,7 +23,81 @@ _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n+")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]+|\d+(?:[.,]\d+)*%?")
 _NUM = re.compile(r"\d+(?:[.,]\d+)*")
 _STOP = frozenset(
-    ["a", "an", "the", "of", "to", "in", "on", "for", "and", "or", "is", "are", "was", "were", "be", "been", "with", "by", "from", "at", "as", "it", "its", "this", "that", "these", "those", "which", "who", "what", "when", "where", "how", "not", "no", "than", "then", "also", "has", "have", "had", "will", "would", "can", "could", "may", "might", "shall", "should", "do", "does", "did", "but", "if", "so", "such", "into", "over", "per", "each", "about", "their", "there", "they", "them", "he", "she", "his", "her", "we", "our", "you", "your"]
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "to",
+        "in",
+        "on",
+        "for",
+        "and",
+        "or",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "with",
+        "by",
+        "from",
+        "at",
+        "as",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "which",
+        "who",
+        "what",
+        "when",
+        "where",
+        "how",
+        "not",
+        "no",
+        "than",
+        "then",
+        "also",
+        "has",
+        "have",
+        "had",
+        "will",
+        "would",
+        "can",
+        "could",
+        "may",
+        "might",
+        "shall",
+        "should",
+        "do",
+        "does",
+        "did",
+        "but",
+        "if",
+        "so",
+        "such",
+        "into",
+        "over",
+        "per",
+        "each",
+        "about",
+        "their",
+        "there",
+        "they",
+        "them",
+        "he",
+        "she",
+        "his",
+        "her",
+        "we",
+        "our",
+        "you",
+        "your",
+    ]
 )
 
 
@@ -58,11 +132,15 @@ def _stem(w: str) -> str:
     return w
 
 
-def lexical_support(sentence: str, doc: str, *, min_overlap: float = 0.6) -> tuple[bool, float, list[str]]:
+def lexical_support(
+    sentence: str, doc: str, *, min_overlap: float = 0.6
+) -> tuple[bool, float, list[str]]:
     """Does ``doc`` support ``sentence``? (numbers all present, enough content words present)."""
     doc_nums = {n.replace(",", "") for n in _NUM.findall(doc)}
     missing_nums = [n for n in _NUM.findall(sentence) if n.replace(",", "") not in doc_nums]
-    words = {_stem(w) for w in _WORD.findall(sentence) if w.lower() not in _STOP and not w[0].isdigit()}
+    words = {
+        _stem(w) for w in _WORD.findall(sentence) if w.lower() not in _STOP and not w[0].isdigit()
+    }
     doc_words = {_stem(w) for w in _WORD.findall(doc)}
     overlap = len(words & doc_words) / len(words) if words else 1.0
     return (not missing_nums and overlap >= min_overlap), overlap, missing_nums
@@ -90,7 +168,12 @@ class CitationAccuracy(Evaluator):
     ) -> None:
         if support not in ("lexical", "groundedness"):
             raise ValueError("support must be 'lexical' or 'groundedness'")
-        super().__init__(threshold=threshold, min_overlap=min_overlap, require_citations=require_citations, support=support)
+        super().__init__(
+            threshold=threshold,
+            min_overlap=min_overlap,
+            require_citations=require_citations,
+            support=support,
+        )
         self.min_overlap = min_overlap
         self.require_citations = require_citations
         self.support = support
@@ -114,7 +197,9 @@ class CitationAccuracy(Evaluator):
         results: list[dict[str, Any]] = []
         uncited = 0
         for sent in split_sentences(str(response)):
-            markers = [m.strip() for g in _CITE.findall(sent) for m in re.split(r"[,;]", g) if m.strip()]
+            markers = [
+                m.strip() for g in _CITE.findall(sent) for m in re.split(r"[,;]", g) if m.strip()
+            ]
             claim = _CITE.sub("", sent).strip()
             if not markers:
                 if len(_WORD.findall(claim)) >= 4:
@@ -125,11 +210,25 @@ class CitationAccuracy(Evaluator):
                 if idx is None and mk.isdigit() and 1 <= int(mk) <= len(docs):
                     idx = int(mk) - 1
                 if idx is None:
-                    results.append({"citation": mk, "sentence": claim[:200], "valid": False, "supported": False})
+                    results.append(
+                        {
+                            "citation": mk,
+                            "sentence": claim[:200],
+                            "valid": False,
+                            "supported": False,
+                        }
+                    )
                     continue
                 ok, overlap, missing = self._supported(claim, docs[idx][1])
                 results.append(
-                    {"citation": mk, "sentence": claim[:200], "valid": True, "supported": ok, "overlap": round(overlap, 3), "missing_numbers": missing}
+                    {
+                        "citation": mk,
+                        "sentence": claim[:200],
+                        "valid": True,
+                        "supported": ok,
+                        "overlap": round(overlap, 3),
+                        "missing_numbers": missing,
+                    }
                 )
         details: dict[str, Any] = {"citations": results, "uncited_sentences": uncited}
         if not results:

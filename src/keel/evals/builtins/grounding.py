@@ -80,9 +80,10 @@ class Groundedness(Evaluator):
 
     Value: calibrated probability that the response is grounded (higher is better).
     Details: ``unsupported_claims`` (texts), per-claim evidence and problems, the model's
-    features and regime. Options: ``semantic=True`` lets a MiniLM similarity of at least
-    ``paraphrase_similarity`` rescue a claim whose words are not in the context (slower; only
-    claims with no number/name/negation problem are rescued).
+    features and regime. Options: ``semantic`` (default: on when the ``local`` extra is
+    installed; ``False`` for a purely lexical, model-free check) lets a MiniLM similarity of at
+    least ``paraphrase_similarity`` rescue a weak claim whose words are mostly not in the context
+    (only claims with no number/name/negation/scope problem are candidates).
     The default threshold was chosen on HaluEval development rows (see
     ``keel.evals.grounding.DEFAULT_THRESHOLD`` and docs/evaluators-grounding.md).
     """
@@ -99,8 +100,8 @@ class Groundedness(Evaluator):
         self,
         *,
         threshold: float | None = None,
-        semantic: bool = False,
-        paraphrase_similarity: float = 0.8,
+        semantic: bool | None = None,
+        paraphrase_similarity: float = G.PARAPHRASE_SIMILARITY,
         **config: Any,
     ) -> None:
         super().__init__(threshold=threshold, semantic=semantic, paraphrase_similarity=paraphrase_similarity, **config)

@@ -32,7 +32,12 @@ class LatencyThreshold(Evaluator):
     def _evaluate(self, *, latency_ms: Any, **_: Any) -> EvalResult:
         v = float(latency_ms)
         ok = v <= self.max_ms
-        return EvalResult(_ratio(self.max_ms, v), f"latency {v:.0f} ms {'<=' if ok else '>'} {self.max_ms:.0f} ms", {"latency_ms": v}, passed=ok)
+        return EvalResult(
+            _ratio(self.max_ms, v),
+            f"latency {v:.0f} ms {'<=' if ok else '>'} {self.max_ms:.0f} ms",
+            {"latency_ms": v},
+            passed=ok,
+        )
 
 
 class CostThreshold(Evaluator):
@@ -50,7 +55,12 @@ class CostThreshold(Evaluator):
     def _evaluate(self, *, cost_usd: Any, **_: Any) -> EvalResult:
         v = float(cost_usd)
         ok = v <= self.max_usd
-        return EvalResult(_ratio(self.max_usd, v), f"cost ${v:.6f} {'<=' if ok else '>'} ${self.max_usd:.6f}", {"cost_usd": v}, passed=ok)
+        return EvalResult(
+            _ratio(self.max_usd, v),
+            f"cost ${v:.6f} {'<=' if ok else '>'} ${self.max_usd:.6f}",
+            {"cost_usd": v},
+            passed=ok,
+        )
 
 
 class TokenThreshold(Evaluator):
@@ -71,10 +81,14 @@ class TokenThreshold(Evaluator):
     ) -> None:
         if max_total is None and max_input is None and max_output is None:
             raise ValueError("TokenThreshold needs max_total, max_input or max_output")
-        super().__init__(threshold=threshold, max_total=max_total, max_input=max_input, max_output=max_output)
+        super().__init__(
+            threshold=threshold, max_total=max_total, max_input=max_input, max_output=max_output
+        )
         self.limits = {"total": max_total, "input": max_input, "output": max_output}
 
-    def _evaluate(self, *, input_tokens: Any = None, output_tokens: Any = None, **_: Any) -> EvalResult:
+    def _evaluate(
+        self, *, input_tokens: Any = None, output_tokens: Any = None, **_: Any
+    ) -> EvalResult:
         measured: dict[str, float] = {}
         if input_tokens is not None:
             measured["input"] = float(input_tokens)
@@ -82,12 +96,18 @@ class TokenThreshold(Evaluator):
             measured["output"] = float(output_tokens)
         if measured:
             measured["total"] = sum(measured.values())
-        checked = {k: (lim, measured[k]) for k, lim in self.limits.items() if lim is not None and k in measured}
+        checked = {
+            k: (lim, measured[k])
+            for k, lim in self.limits.items()
+            if lim is not None and k in measured
+        }
         if not checked:
             raise ValueError("TokenThreshold needs the token counts its limits name")
         over = [f"{k} {m:.0f} > {lim}" for k, (lim, m) in checked.items() if m > lim]
         value = min(_ratio(lim, m) for lim, m in checked.values())
-        return EvalResult(value, "; ".join(over) or "within token limits", {"tokens": measured}, passed=not over)
+        return EvalResult(
+            value, "; ".join(over) or "within token limits", {"tokens": measured}, passed=not over
+        )
 
 
 EVALUATORS = [LatencyThreshold, CostThreshold, TokenThreshold]

@@ -73,7 +73,9 @@ class JSONValidation(Evaluator):
             try:
                 import jsonschema
             except ImportError as e:  # pragma: no cover - jsonschema ships with the server extra
-                raise InvalidInputError("JSONValidation with a schema needs `pip install jsonschema`") from e
+                raise InvalidInputError(
+                    "JSONValidation with a schema needs `pip install jsonschema`"
+                ) from e
             cls = jsonschema.validators.validator_for(schema)
             try:
                 cls.check_schema(schema)
@@ -89,8 +91,15 @@ class JSONValidation(Evaluator):
             return EvalResult(1.0, "valid JSON", {"parsed": True})
         errors = sorted(self._validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
         if errors:
-            msgs = [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors[:20]]
-            return EvalResult(0.0, f"{len(errors)} schema error(s); first: {msgs[0]}", {"parsed": True, "errors": msgs})
+            msgs = [
+                f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+                for e in errors[:20]
+            ]
+            return EvalResult(
+                0.0,
+                f"{len(errors)} schema error(s); first: {msgs[0]}",
+                {"parsed": True, "errors": msgs},
+            )
         return EvalResult(1.0, "valid JSON matching the schema", {"parsed": True})
 
 

@@ -34,7 +34,9 @@ _WS = re.compile(r"\s+")
 _EDGE_PUNCT = " \t\n\r.!?,;:\"'`“”‘’"
 
 
-def normalize_text(text: str, *, case_sensitive: bool = False, strip_punctuation: bool = True) -> str:
+def normalize_text(
+    text: str, *, case_sensitive: bool = False, strip_punctuation: bool = True
+) -> str:
     """NFKC, whitespace collapsed, optionally case-folded and stripped of edge punctuation."""
     t = unicodedata.normalize("NFKC", text)
     t = _WS.sub(" ", t).strip()
@@ -134,12 +136,16 @@ class Contains(Evaluator):
         if values is None:
             raise InvalidInputError("Contains needs value=... or an expected_output")
         needles = _candidates(values)
-        hay = normalize_text(as_text(response), case_sensitive=self.case_sensitive, strip_punctuation=False)
+        hay = normalize_text(
+            as_text(response), case_sensitive=self.case_sensitive, strip_punctuation=False
+        )
         found = [n for n in needles if self._found(n, hay)]
         missing = [n for n in needles if n not in found]
         if self.negate:
             value = 0.0 if found else 1.0
-            reason = f"forbidden text found: {found}" if found else "none of the forbidden texts found"
+            reason = (
+                f"forbidden text found: {found}" if found else "none of the forbidden texts found"
+            )
         elif self.mode == "any":
             value = 1.0 if found else 0.0
             reason = f"found {found[0]!r}" if found else f"none of {needles} found"
@@ -167,7 +173,11 @@ class Regex(Evaluator):
         negate: bool = False,
     ) -> None:
         super().__init__(
-            threshold=threshold, pattern=pattern, ignore_case=ignore_case, fullmatch=fullmatch, negate=negate
+            threshold=threshold,
+            pattern=pattern,
+            ignore_case=ignore_case,
+            fullmatch=fullmatch,
+            negate=negate,
         )
         try:
             self._re = re.compile(pattern, (re.IGNORECASE if ignore_case else 0) | re.DOTALL)
@@ -209,7 +219,13 @@ class Levenshtein(Evaluator):
     default_threshold = 0.8
     max_chars: ClassVar[int] = 5000
 
-    def __init__(self, *, threshold: float | None = None, case_sensitive: bool = False, normalize: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        threshold: float | None = None,
+        case_sensitive: bool = False,
+        normalize: bool = True,
+    ) -> None:
         super().__init__(threshold=threshold, case_sensitive=case_sensitive, normalize=normalize)
         self.case_sensitive = case_sensitive
         self.normalize = normalize
@@ -229,7 +245,9 @@ class Levenshtein(Evaluator):
             sim = 1.0 if longest == 0 else 1 - d / longest
             if sim >= best:
                 best, best_d = sim, d
-        return EvalResult(best, f"edit similarity {best:.3f} (distance {best_d})", {"distance": best_d})
+        return EvalResult(
+            best, f"edit similarity {best:.3f} (distance {best_d})", {"distance": best_d}
+        )
 
 
 EVALUATORS = [ExactMatch, Contains, Regex, Levenshtein]

@@ -48,7 +48,11 @@ def normalize_tool(tool: Any) -> dict[str, Any]:
         tool = tool.model_dump()
     fn = tool.get("function") if isinstance(tool.get("function"), Mapping) else tool
     params = fn.get("parameters") or fn.get("input_schema") or fn.get("inputSchema") or {}
-    return {"name": str(fn.get("name", "")), "description": str(fn.get("description") or ""), "parameters": params}
+    return {
+        "name": str(fn.get("name", "")),
+        "description": str(fn.get("description") or ""),
+        "parameters": params,
+    }
 
 
 def _norm_value(v: Any) -> Any:
@@ -88,7 +92,40 @@ def argument_match(expected: Any, actual: Any, *, exact: bool = False) -> tuple[
 
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset(
-    ["a", "an", "the", "of", "to", "in", "on", "for", "and", "or", "is", "are", "be", "with", "by", "from", "at", "as", "it", "this", "that", "what", "how", "my", "me", "i", "you", "your", "please", "can", "could", "would"]
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "to",
+        "in",
+        "on",
+        "for",
+        "and",
+        "or",
+        "is",
+        "are",
+        "be",
+        "with",
+        "by",
+        "from",
+        "at",
+        "as",
+        "it",
+        "this",
+        "that",
+        "what",
+        "how",
+        "my",
+        "me",
+        "i",
+        "you",
+        "your",
+        "please",
+        "can",
+        "could",
+        "would",
+    ]
 )
 
 
@@ -140,17 +177,23 @@ class ToolSelectionAccuracy(Evaluator):
     ) -> EvalResult:
         calls = [normalize_tool_call(c) for c in (tool_calls or [])]
         if expected_tool_calls is not None:
-            return self._against_expected(calls, [normalize_tool_call(c) for c in expected_tool_calls])
+            return self._against_expected(
+                calls, [normalize_tool_call(c) for c in expected_tool_calls]
+            )
         if available_tools is not None:
             return self._against_tools(calls, [normalize_tool(t) for t in available_tools], query)
         raise ValueError("ToolSelectionAccuracy needs expected_tool_calls or available_tools")
 
-    def _against_expected(self, calls: list[dict[str, Any]], expected: list[dict[str, Any]]) -> EvalResult:
+    def _against_expected(
+        self, calls: list[dict[str, Any]], expected: list[dict[str, Any]]
+    ) -> EvalResult:
         if not expected:
             ok = not calls
             return EvalResult(
                 1.0 if ok else 0.0,
-                "no tool call expected and none made" if ok else f"no tool call expected, got {[c['name'] for c in calls]}",
+                "no tool call expected and none made"
+                if ok
+                else f"no tool call expected, got {[c['name'] for c in calls]}",
             )
         used: set[int] = set()
         credits: list[float] = []
@@ -173,7 +216,14 @@ class ToolSelectionAccuracy(Evaluator):
                 used.add(best_i)
                 cursor = best_i + 1
             credits.append(max(best_credit, 0.0))
-            per_call.append({"expected": exp["name"], "matched": best_i >= 0, "credit": max(best_credit, 0.0), "mismatched_arguments": best_bad if best_i >= 0 else []})
+            per_call.append(
+                {
+                    "expected": exp["name"],
+                    "matched": best_i >= 0,
+                    "credit": max(best_credit, 0.0),
+                    "mismatched_arguments": best_bad if best_i >= 0 else [],
+                }
+            )
         extra = [c["name"] for i, c in enumerate(calls) if i not in used]
         denom = len(expected) if self.allow_extra else max(len(expected), len(calls))
         value = sum(credits) / denom
@@ -189,7 +239,9 @@ class ToolSelectionAccuracy(Evaluator):
         reason = "; ".join(parts) or "all expected tool calls made with matching arguments"
         return EvalResult(value, reason, {"calls": per_call, "extra_calls": extra})
 
-    def _against_tools(self, calls: list[dict[str, Any]], tools: list[dict[str, Any]], query: Any) -> EvalResult:
+    def _against_tools(
+        self, calls: list[dict[str, Any]], tools: list[dict[str, Any]], query: Any
+    ) -> EvalResult:
         by_name = {t["name"]: t for t in tools}
         if not calls:
             return EvalResult(0.0, "no tool was called", {"calls": []})
@@ -199,7 +251,9 @@ class ToolSelectionAccuracy(Evaluator):
         for c in calls:
             tool = by_name.get(c["name"])
             if tool is None:
-                per_call.append({"name": c["name"], "credit": 0.0, "problem": "not an available tool"})
+                per_call.append(
+                    {"name": c["name"], "credit": 0.0, "problem": "not an available tool"}
+                )
                 continue
             credit, problems = 1.0, []
             if self.check_arguments:
@@ -215,8 +269,12 @@ class ToolSelectionAccuracy(Evaluator):
             per_call.append({"name": c["name"], "credit": credit, "problems": problems})
         value = sum(p["credit"] for p in per_call) / len(per_call)
         bad = [p for p in per_call if p["credit"] < 1]
-        reason = "every call names an available tool with valid arguments" if not bad else "; ".join(
-            f"{p['name']}: {p.get('problem') or ', '.join(p['problems'])}" for p in bad
+        reason = (
+            "every call names an available tool with valid arguments"
+            if not bad
+            else "; ".join(
+                f"{p['name']}: {p.get('problem') or ', '.join(p['problems'])}" for p in bad
+            )
         )
         return EvalResult(value, reason, {"calls": per_call})
 
@@ -231,7 +289,9 @@ def _schema_errors(schema: Any, arguments: Any) -> list[str]:
         import jsonschema
     except ImportError:  # pragma: no cover - fall back to required keys only
         req = schema.get("required", [])
-        return [f"missing argument {k!r}" for k in req if not isinstance(args, Mapping) or k not in args]
+        return [
+            f"missing argument {k!r}" for k in req if not isinstance(args, Mapping) or k not in args
+        ]
     cls = jsonschema.validators.validator_for(schema)
     return [e.message for e in cls(schema).iter_errors(args)][:10]
 

@@ -60,7 +60,9 @@ def toxicity_score(text: str, backend: str = "auto") -> tuple[float, list[str], 
     lex, matches = lexicon_score(text)
     model = _profanity_model() if backend in ("auto", "alt-profanity-check") else None
     if backend == "alt-profanity-check" and model is None:
-        raise RuntimeError("alt-profanity-check is not installed (pip install 'keel-llmops[safety]')")
+        raise RuntimeError(
+            "alt-profanity-check is not installed (pip install 'keel-llmops[safety]')"
+        )
     if model is None:
         return lex, matches, "lexicon"
     prob = float(model([text])[0])
@@ -86,7 +88,9 @@ class Toxicity(Evaluator):
     def _evaluate(self, *, response: Any, **_: Any) -> EvalResult:
         prob, matches, used = toxicity_score(str(response), self.backend)
         reason = f"toxicity {prob:.2f} ({used})" + (f"; matched {matches[:3]}" if matches else "")
-        return EvalResult(1.0 - prob, reason, {"toxicity": round(prob, 4), "backend": used, "matches": matches})
+        return EvalResult(
+            1.0 - prob, reason, {"toxicity": round(prob, 4), "backend": used, "matches": matches}
+        )
 
 
 EVALUATORS = [Toxicity]

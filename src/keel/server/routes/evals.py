@@ -97,7 +97,9 @@ def get_results(
     rows = ctx.store.evals.list_results(run_id)
     if failed:
         rows = [r for r in rows if r.error or any(s.passed is False or s.error for s in r.scores)]
-    return ResultsPage(data=rows[offset : offset + limit], total=len(rows), offset=offset, limit=limit)
+    return ResultsPage(
+        data=rows[offset : offset + limit], total=len(rows), offset=offset, limit=limit
+    )
 
 
 @router.get("/compare", summary="Compare two runs (B against baseline A)")

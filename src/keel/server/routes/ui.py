@@ -25,7 +25,9 @@ _SECURITY_HEADERS = {
 @router.get("/")
 def index() -> Response:
     """The UI's single page."""
-    return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=_SECURITY_HEADERS)
+    return FileResponse(
+        STATIC_DIR / "index.html", media_type="text/html", headers=_SECURITY_HEADERS
+    )
 
 
 @router.get("/ui")

@@ -17,8 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from keel.core.clock import Clock
-from keel.core.datasets import Dataset, DatasetVersion, Row, row_id, snapshot_hash
-from keel.core.hashing import canonical_json
+from keel.core.datasets import Dataset, DatasetVersion, Row, row_identity, snapshot_hash
 from keel.core.ids import new_id
 from keel.core.names import validate_name
 from keel.errors import ConflictError, InvalidInputError, NotFoundError
@@ -85,10 +84,6 @@ def _v1(conn: Connection, dialect: str) -> None:
 MIGRATIONS = [_v1]
 
 _CHUNK = 2000
-
-
-def _row_data(r: Row) -> str:
-    return canonical_json(r.model_dump(mode="json", exclude={"id"})).decode("utf-8")
 
 
 def _row_from(rid: str, data: str) -> Row:
@@ -171,13 +166,13 @@ class SqlDatasetStore:
         ids: list[str] = []
         values: dict[str, dict[str, Any]] = {}
         for r in rows:
-            rid = row_id(r)
+            rid, data = row_identity(r)
             ids.append(rid)
             if rid not in values:
                 values[rid] = {
                     "dataset_id": dataset_id,
                     "row_id": rid,
-                    "data": _row_data(r),
+                    "data": data.decode("utf-8"),
                     "created_at": now,
                 }
         with self._db.write() as conn:

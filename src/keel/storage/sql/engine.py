@@ -16,9 +16,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
-from keel.errors import ConflictError, StoreError
+from keel.errors import ConflictError, InvalidInputError, StoreError
 
 metadata = sa.MetaData()
 
@@ -94,6 +94,10 @@ def translate_errors() -> Iterator[None]:
         yield
     except IntegrityError as e:
         raise ConflictError(f"conflicts with stored data: {str(e.orig).splitlines()[0]}")
+    except OverflowError:
+        raise InvalidInputError("a number in the request is out of range", hint="integers must fit in 64 bits")
+    except DataError as e:
+        raise InvalidInputError(f"a value in the request is out of range or malformed: {str(e.orig).splitlines()[0]}")
     except OperationalError as e:
         raise StoreError(
             f"the store is unavailable: {str(e.orig).splitlines()[0] if e.orig else e}",
