@@ -12,6 +12,7 @@ from keel.cli.eval import eval_app
 from keel.cli.keys import keys_app, projects_app
 from keel.cli.prompts import prompts_app
 from keel.cli.serve import serve
+from keel.cli.traces import traces_app
 
 app = typer.Typer(
     name="keel",
@@ -44,6 +45,7 @@ app.command("serve")(serve)
 app.command("demo")(demo)
 app.add_typer(keys_app, name="keys")
 app.add_typer(projects_app, name="projects")
+app.add_typer(traces_app, name="traces")
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(eval_app, name="eval")
