@@ -66,7 +66,19 @@ def prompt_injection_bastion(quick: bool = False) -> dict[str, Any]:
             if r["label"] == "malicious":
                 groups.setdefault(r[key], []).append(p)
         by[key] = {g: f"{sum(x >= cut for x in v)}/{len(v)}" for g, v in sorted(groups.items())}
+    # baseline for comparison: "any attack cue fires" (the hand-written patterns alone)
+    from keel.evals.builtins.injection import cues
+
+    cue_hits = [bool(cues(r["text"])) for r in rows]
+    cue_tpr = sum(
+        h for h, r in zip(cue_hits, rows, strict=True) if r["label"] == "malicious"
+    ) / len(pos)
+    cue_fpr = sum(
+        h for h, r in zip(cue_hits, rows, strict=True) if r["label"] != "malicious"
+    ) / len(neg)
     return {
+        "baseline_any_cue_tpr": round(cue_tpr, 4),
+        "baseline_any_cue_fpr": round(cue_fpr, 4),
         "rows": len(rows),
         "malicious": len(pos),
         "benign": len(neg),
@@ -395,6 +407,9 @@ def main() -> None:
         f"  default cut {pi['default_cut']:.3f}:      TPR {pi['tpr_at_default_cut']:.3f}  FPR {pi['fpr_at_default_cut']:.3f}  FP ids {pi['false_positives_at_default_cut']}"
     )
     print(f"  ms / row                {pi['ms_per_row']:.2f}")
+    print(
+        f"  baseline 'any cue':     TPR {pi['baseline_any_cue_tpr']:.3f}  FPR {pi['baseline_any_cue_fpr']:.3f}"
+    )
     for k, v in pi["tpr_by_default_cut"].items():
         print(f"  detected by {k}: {v}")
     for key in ("json_validation", "tool_selection"):

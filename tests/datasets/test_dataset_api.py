@@ -108,3 +108,15 @@ def test_from_traces_over_the_api(api):
         x["source"]["trace_id"] and x["source"]["span_id"] and x["tags"] == ["t"] for x in rows
     )
     assert c.post("/api/datasets/cur/from-traces", json={"status": "bogus"}).status_code == 400
+
+
+def test_nan_and_huge_numbers_are_400_not_500(api):
+    c, _, _ = api
+    hdr = {"content-type": "application/json"}
+    r = c.post("/api/datasets/n/rows", content=b'{"rows": [{"input": NaN}]}', headers=hdr)
+    assert r.status_code == 400, r.text
+    assert c.get(f"/api/datasets/n/versions/{2**70}/rows").status_code == 400
+    r = c.post("/api/prompts/n/versions", content=b'{"template": "x", "config": {"t": Infinity}}', headers=hdr)
+    assert r.status_code == 400, r.text
+    assert c.get(f"/api/prompts/n/versions/{2**70}").status_code == 400
+    assert c.get("/api/prompts/n", params={"version": 2**70}).status_code == 400

@@ -156,3 +156,18 @@ def test_deterministic() -> None:
 )
 def test_registered(name: str, cls: type[Evaluator]) -> None:
     assert get_evaluator(name) is cls
+
+
+def test_docs_examples_run() -> None:
+    import doctest
+    import re
+    from pathlib import Path
+
+    import keel.evals.builtins.grounding as mod
+    import keel.ml.text as text_mod
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "evaluators-grounding.md"
+    for block in re.findall(r"```python\n(.*?)```", doc.read_text(encoding="utf-8"), re.S):
+        exec(compile(block, str(doc), "exec"), {})
+    for m in (mod, text_mod):
+        assert doctest.testmod(m).failed == 0

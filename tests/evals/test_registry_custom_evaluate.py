@@ -273,3 +273,24 @@ class _Nan(Evaluator):
 def test_nan_is_an_error_not_a_score() -> None:
     s = _Nan().evaluate()
     assert s.value is None and s.error and "non-finite" in s.error
+
+
+def test_dataset_row_with_agent_steps() -> None:
+    from keel.core.datasets import Row
+
+    row = Row(
+        id="row-1",
+        input=[{"role": "user", "content": "Where is order A-77?"}],
+        agent_steps=[
+            {"tool": "lookup_order", "arguments": {"id": "A-77"}, "result": {"status": "shipped"}}
+        ],
+        metadata={},
+    )
+    (scores,) = evaluate_rows([row], "TaskCompletion")
+    assert scores[0].score == 0.0 and scores[0].reason == "no final answer"
+    (scores,) = evaluate_rows(
+        [{**row.model_dump(), "response": "Order A-77 has shipped."}], "TaskCompletion"
+    )
+    assert scores[0].passed is True and scores[0].target_id == "row-1"
+    (scores,) = evaluate_rows([{**row.model_dump(), "response": "All good!"}], "TaskCompletion")
+    assert scores[0].passed is False  # the tool said "shipped"; the answer ignores it

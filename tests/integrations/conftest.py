@@ -3,6 +3,7 @@ server, and the Keel SDK exporting to that server over OTLP/HTTP."""
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import threading
@@ -99,11 +100,20 @@ def keel_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeelServer
         )
     )
     app = create_app(Settings(), store)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    # FastAPI >= 0.16x traces its own requests through the global tracer provider. The SDK
+    # under test installs one in this same process, so every OTLP export would produce server
+    # spans that are exported again, forever. A real app and its Keel server are separate
+    # processes; here the server's own telemetry is switched off.
+    telemetry = getattr(app, "_telemetry", None)
+    if isinstance(telemetry, dict):
+        telemetry["tracing"] = False
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level=os.environ.get("KEEL_TEST_LOG", "warning"), lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
@@ -113,7 +123,6 @@ def keel_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeelServer
     yield KeelServer(f"http://127.0.0.1:{port}", store, project.id, secret)
     server.should_exit = True
     thread.join(10)
-    sock.close()
 
 
 @pytest.fixture(scope="session")

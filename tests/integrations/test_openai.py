@@ -64,7 +64,7 @@ def test_openai_chat_tools_and_stream(instrumented: KeelServer, fake_llm) -> Non
     agent = by_name["invoke_agent weather-agent"]
     tool = by_name["execute_tool get_weather"]
     assert tool.parent_span_id == agent.span_id
-    assert tool.attributes["agent.trajectory.step"] == 2
+    assert tool.attributes["agent.trajectory.step"] == 1  # first keel step in the agent
     assert s1.parent_span_id == agent.span_id
     summary = instrumented.store.spans.get_trace_summary(instrumented.project_id, trace.trace_id)
     assert summary.input_tokens == first.input_tokens + second.input_tokens

@@ -21,7 +21,16 @@ from keel.storage import open_store
 def _start(db: Path, port: int) -> subprocess.Popen[bytes]:
     keel = str(Path(sys.executable).with_name("keel"))
     proc = subprocess.Popen(
-        [keel, "--store", f"sqlite:///{db}", "serve", "--port", str(port), "--log-level", "warning"],
+        [
+            keel,
+            "--store",
+            f"sqlite:///{db}",
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env={**os.environ, "KEEL_CONFIG": str(db.parent / "none.toml")},
@@ -65,7 +74,10 @@ def test_kill9_loses_no_acknowledged_span(tmp_path):
             n += 1
             try:
                 conn.request(
-                    "POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"}
+                    "POST",
+                    "/v1/traces",
+                    body=body,
+                    headers={"Content-Type": "application/x-protobuf"},
                 )
                 r = conn.getresponse()
                 r.read()
@@ -101,9 +113,7 @@ def test_kill9_loses_no_acknowledged_span(tmp_path):
         store = open_store(f"sqlite:///{db}")
         projects = {p.name: p.id for p in store.projects.list_projects()}
         pid = projects["default"]
-        missing = [
-            (t, s) for t, s in final if store.spans.find_span(pid, t, s) is None
-        ]
+        missing = [(t, s) for t, s in final if store.spans.find_span(pid, t, s) is None]
         assert missing == [], f"{len(missing)} acknowledged spans lost"
         assert store.spans.count_spans(pid) >= len(set(final))
         store.close()

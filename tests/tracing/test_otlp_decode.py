@@ -26,8 +26,9 @@ scalars = (
 )
 values = st.recursive(
     scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=12,
 )
 attrs = st.dictionaries(st.text(min_size=1, max_size=20), values, max_size=6)
@@ -43,7 +44,9 @@ def spans(draw: st.DrawFn) -> Span:
         span_id=draw(hex8),
         parent_span_id=draw(st.none() | hex8),
         name=draw(st.text(max_size=40)),
-        kind=draw(st.sampled_from(["unspecified", "internal", "server", "client", "producer", "consumer"])),
+        kind=draw(
+            st.sampled_from(["unspecified", "internal", "server", "client", "producer", "consumer"])
+        ),
         start_time_ns=start,
         end_time_ns=start + draw(st.integers(min_value=0, max_value=10**12)),
         status=draw(st.sampled_from(["unset", "ok", "error"])),
@@ -100,14 +103,37 @@ json_junk = st.recursive(
     | st.integers(min_value=-(2**63), max_value=2**63 - 1)
     | st.floats(allow_nan=False)
     | st.text(max_size=10),
-    lambda ch: st.lists(ch, max_size=4) | st.dictionaries(
-        st.sampled_from(
-            ["resourceSpans", "scopeSpans", "spans", "traceId", "spanId", "attributes", "key",
-             "value", "stringValue", "intValue", "arrayValue", "kvlistValue", "values", "name",
-             "status", "code", "kind", "events", "resource", "startTimeUnixNano", "bytesValue"]
-        ),
-        ch,
-        max_size=5,
+    lambda ch: (
+        st.lists(ch, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "resourceSpans",
+                    "scopeSpans",
+                    "spans",
+                    "traceId",
+                    "spanId",
+                    "attributes",
+                    "key",
+                    "value",
+                    "stringValue",
+                    "intValue",
+                    "arrayValue",
+                    "kvlistValue",
+                    "values",
+                    "name",
+                    "status",
+                    "code",
+                    "kind",
+                    "events",
+                    "resource",
+                    "startTimeUnixNano",
+                    "bytesValue",
+                ]
+            ),
+            ch,
+            max_size=5,
+        )
     ),
     max_leaves=30,
 )
@@ -129,7 +155,9 @@ def test_structurally_wrong_json_is_400_or_partial(doc):
 def test_json_with_one_corrupted_span_rejects_only_that_span(batch, data):
     doc = to_json_dict(batch)
     first = doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
-    field = data.draw(st.sampled_from(["traceId", "spanId", "attributes", "name", "startTimeUnixNano"]))
+    field = data.draw(
+        st.sampled_from(["traceId", "spanId", "attributes", "name", "startTimeUnixNano"])
+    )
     first[field] = data.draw(st.sampled_from([{"x": 1}, 12.5, [1, 2]]))
     out = decode_json(orjson.dumps(doc))
     assert out.rejected == 1 and len(out.spans) == len(batch) - 1

@@ -8,7 +8,6 @@ import threading
 import time
 import zlib
 
-import orjson
 import pytest
 from _ingest_helpers import agent_trace, free_port, hexid, llm_span
 from google.rpc import status_pb2
@@ -73,7 +72,7 @@ def test_compressed_bodies(app_env, encoding):
 
 
 def test_concatenated_gzip_members(app_env):
-    c, h, p, store = app_env
+    c, h, _p, _store = app_env
     raw = encode_json(agent_trace("members"))
     body = gzip.compress(raw[:100]) + gzip.compress(raw[100:])
     r = c.post("/v1/traces", content=body, headers={**h, **JS, "content-encoding": "gzip"})
@@ -208,8 +207,14 @@ def test_bad_spans_are_rejected_one_by_one(app_env):
         kind="SPAN_KIND_SERVER",
         unknownField={"ignored": True},
         attributes=[
-            {"key": "arr", "value": {"arrayValue": {"values": [{"intValue": 1}, {"doubleValue": "NaN"}]}}},
-            {"key": "kv", "value": {"kvlistValue": {"values": [{"key": "a", "value": {"boolValue": True}}]}}},
+            {
+                "key": "arr",
+                "value": {"arrayValue": {"values": [{"intValue": 1}, {"doubleValue": "NaN"}]}},
+            },
+            {
+                "key": "kv",
+                "value": {"kvlistValue": {"values": [{"key": "a", "value": {"boolValue": True}}]}},
+            },
             {"key": "bytes", "value": {"bytesValue": "AAEC"}},
             {"key": "deep_ok", "value": _deep(20)},
             {"key": "empty", "value": {}},
@@ -229,7 +234,7 @@ def test_bad_spans_are_rejected_one_by_one(app_env):
 
 
 def test_protobuf_partial_success_and_hostile_values(app_env):
-    c, h, p, store = app_env
+    c, h, _p, _store = app_env
     req = ExportTraceServiceRequest.FromString(encode_protobuf(agent_trace("pbbad")))
     spans = req.resource_spans[0].scope_spans[0].spans
     spans[0].trace_id = b"\x01" * 15  # wrong length
@@ -354,7 +359,9 @@ def test_real_otel_sdk_exporter_against_live_server(tmp_path):
     _, secret = create_api_key(store, project, "sdk")
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(Settings(), store), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(Settings(), store), host="127.0.0.1", port=port, log_level="warning"
+        )
     )
     th = threading.Thread(target=server.run, daemon=True)
     th.start()
@@ -370,13 +377,15 @@ def test_real_otel_sdk_exporter_against_live_server(tmp_path):
         provider = TracerProvider(resource=Resource.create({"service.name": "sdk-test"}))
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         tracer = provider.get_tracer("tests")
-        with tracer.start_as_current_span("invoke_agent helper") as root:
-            with tracer.start_as_current_span("chat gpt-4o-mini") as sp:
-                sp.set_attribute("gen_ai.operation.name", "chat")
-                sp.set_attribute("gen_ai.provider.name", "openai")
-                sp.set_attribute("gen_ai.request.model", "gpt-4o-mini")
-                sp.set_attribute("gen_ai.usage.input_tokens", 12)
-                sp.set_attribute("gen_ai.usage.output_tokens", 3)
+        with (
+            tracer.start_as_current_span("invoke_agent helper") as root,
+            tracer.start_as_current_span("chat gpt-4o-mini") as sp,
+        ):
+            sp.set_attribute("gen_ai.operation.name", "chat")
+            sp.set_attribute("gen_ai.provider.name", "openai")
+            sp.set_attribute("gen_ai.request.model", "gpt-4o-mini")
+            sp.set_attribute("gen_ai.usage.input_tokens", 12)
+            sp.set_attribute("gen_ai.usage.output_tokens", 3)
         provider.shutdown()
         tid = format(root.get_span_context().trace_id, "032x")
         s = store.spans.get_trace_summary(project.id, tid)

@@ -119,8 +119,12 @@ def _fill(store) -> list[str]:
         if i == 7:
             spans[2] = spans[2].model_copy(update={"status": SpanStatus.ERROR})
         if i == 4:
-            spans[0] = spans[0].model_copy(update={"end_time_ns": spans[0].start_time_ns + 9 * 10**9})
-        extra = {"route": "support", "prompt_name": "sys", "prompt_version": 3} if i in (2, 5) else {}
+            spans[0] = spans[0].model_copy(
+                update={"end_time_ns": spans[0].start_time_ns + 9 * 10**9}
+            )
+        extra = (
+            {"route": "support", "prompt_name": "sys", "prompt_version": 3} if i in (2, 5) else {}
+        )
         store.spans.add_spans(
             [
                 rec(s, cost=0.01 * i, **(extra if "gen_ai.request.model" in s.attributes else {}))
@@ -217,7 +221,9 @@ def test_list_spans(store):
     assert all(s.attributes.get("gen_ai.request.model") for s in llm.items)
     assert len(store.spans.list_spans("default", SpanFilter(model="gpt-4o"), limit=100).items) == 8
     assert len(store.spans.list_spans("default", SpanFilter(name="TOO"), limit=100).items) == 10
-    assert len(store.spans.list_spans("default", SpanFilter(operation="chat"), limit=100).items) == 20
+    assert (
+        len(store.spans.list_spans("default", SpanFilter(operation="chat"), limit=100).items) == 20
+    )
     seen = []
     cursor = None
     while True:
@@ -242,7 +248,9 @@ def test_end_before_start_and_odd_values(store):
 
 def test_many_spans_in_one_batch(store):
     spans = [
-        llm_span(f"bulk{i // 10}", f"s{i}", start_ms=i, parent=None if i % 10 == 0 else f"s{i - i % 10}")
+        llm_span(
+            f"bulk{i // 10}", f"s{i}", start_ms=i, parent=None if i % 10 == 0 else f"s{i - i % 10}"
+        )
         for i in range(2000)
     ]
     assert add(store, spans) == 2000

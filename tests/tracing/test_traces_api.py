@@ -54,8 +54,17 @@ def test_list_filter_sort_paginate(env):
     data = r.json()["data"]
     assert [t["trace_id"] for t in data] == [hexid(f"api{i}", 16) for i in range(5, -1, -1)]
     t = data[0]
-    for key in ("trace_id", "root_name", "start_time", "duration_ms", "span_count", "status",
-                "input_tokens", "output_tokens", "cost_usd"):
+    for key in (
+        "trace_id",
+        "root_name",
+        "start_time",
+        "duration_ms",
+        "span_count",
+        "status",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+    ):
         assert key in t
     assert t["root_name"] == "agent" and t["span_count"] == 4 and t["input_tokens"] == 20
     assert t["start_time"].startswith("2026-01-01T00:00:05")
@@ -77,7 +86,9 @@ def test_list_filter_sort_paginate(env):
     asc = ids(order="asc")
     assert asc == [hexid(f"api{i}", 16) for i in range(6)]
     page1 = c.get("/api/traces", params={"limit": 4}, headers=h).json()
-    page2 = c.get("/api/traces", params={"limit": 4, "cursor": page1["next_cursor"]}, headers=h).json()
+    page2 = c.get(
+        "/api/traces", params={"limit": 4, "cursor": page1["next_cursor"]}, headers=h
+    ).json()
     assert len(page1["data"]) == 4 and len(page2["data"]) == 2 and page2["next_cursor"] is None
     assert {x["trace_id"] for x in page1["data"] + page2["data"]} == set(asc)
 
@@ -118,15 +129,25 @@ def test_trace_detail_is_a_tree_with_llm_views(env):
     llm = root["children"][0]["llm"]
     assert llm["request_model"] == "gpt-4o-mini" and llm["provider"] == "openai"
     assert llm["input_tokens"] == 10 and llm["output_tokens"] == 5
-    for key in ("response_model", "cost_usd", "ttft_ms", "input_messages", "output_messages",
-                "tool_calls", "documents", "prompt_name", "prompt_version", "route"):
+    for key in (
+        "response_model",
+        "cost_usd",
+        "ttft_ms",
+        "input_messages",
+        "output_messages",
+        "tool_calls",
+        "documents",
+        "prompt_name",
+        "prompt_version",
+        "route",
+    ):
         assert key in llm
     assert Message(**llm["input_messages"][0]).content == "Weather in Paris?"
     assert root["children"][0]["attributes"]["gen_ai.input.messages"] == msgs
 
 
 def test_trace_detail_errors_and_isolation(env):
-    c, h, p, store = env
+    c, h, _p, store = env
     _send(c, h, agent_trace("mine"))
     assert c.get(f"/api/traces/{'0' * 32}", headers=h).status_code == 404
     assert c.get("/api/traces/not-hex", headers=h).status_code == 400
@@ -250,7 +271,12 @@ def test_forwarding_to_another_collector(tmp_path):
             pb = encode_protobuf(agent_trace("fwd1"))
             js = encode_json(agent_trace("fwd2"))
             assert c.post("/v1/traces", content=pb, headers=PB).status_code == 200
-            assert c.post("/v1/traces", content=js, headers={"content-type": "application/json"}).status_code == 200
+            assert (
+                c.post(
+                    "/v1/traces", content=js, headers={"content-type": "application/json"}
+                ).status_code
+                == 200
+            )
             assert c.post("/v1/traces", content=b"junk", headers=PB).status_code == 400
             deadline = time.monotonic() + 10
             while len(received) < 2 and time.monotonic() < deadline:
@@ -284,3 +310,25 @@ def test_start_time_in_list_matches_span(env):
     _send(c, h, agent_trace("time", start_ms=1500))
     t = c.get("/api/traces", headers=h).json()["data"][0]
     assert t["start_time_ns"] == T0 + 1_500_000_000
+
+
+def test_cyclic_and_very_deep_span_chains_are_served(env):
+    c, h, _, _ = env
+    chain = [llm_span("deep", "s0", model=None)]
+    chain += [
+        llm_span("deep", f"s{i}", parent=f"s{i - 1}", model=None, start_ms=i) for i in range(1, 400)
+    ]
+    cyc = [
+        llm_span("cyc", "a", parent="b", model=None),
+        llm_span("cyc", "b", parent="a", model=None),
+    ]
+    _send(c, h, chain + cyc)
+    r = c.get(f"/api/traces/{hexid('deep', 16)}", headers=h)
+    assert r.status_code == 200
+
+    def count(nodes: list[dict]) -> int:
+        return sum(1 + count(n["children"]) for n in nodes)
+
+    assert count(r.json()["spans"]) == 400
+    r = c.get(f"/api/traces/{hexid('cyc', 16)}", headers=h)
+    assert r.status_code == 200 and count(r.json()["spans"]) >= 1

@@ -27,7 +27,9 @@ def _ns(value: str | None) -> int | None:
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidInputError(f"not an ISO 8601 time: {value!r}", hint="e.g. 2026-11-28T10:00:00Z")
+        raise InvalidInputError(
+            f"not an ISO 8601 time: {value!r}", hint="e.g. 2026-11-28T10:00:00Z"
+        )
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1_000_000) * 1000
@@ -53,7 +55,9 @@ def list_cmd(
     min_cost: float | None = typer.Option(None, "--min-cost", help="USD"),
     min_duration: float | None = typer.Option(None, "--min-duration", help="milliseconds"),
     query: str | None = typer.Option(None, "--query", "-q", help="text in a span name"),
-    sort: str = typer.Option("start_time", "--sort", help="start_time, duration, cost, tokens, span_count"),
+    sort: str = typer.Option(
+        "start_time", "--sort", help="start_time, duration, cost, tokens, span_count"
+    ),
     asc: bool = typer.Option(False, "--asc", help="ascending order"),
     limit: int = typer.Option(20, "--limit", "-n"),
     cursor: str | None = typer.Option(None, "--cursor", help="next_cursor of the previous page"),
@@ -96,7 +100,17 @@ def list_cmd(
         return
     table(
         None,
-        ["trace", "start (UTC)", "root", "ms", "spans", "status", "tokens in/out", "cost $", "models"],
+        [
+            "trace",
+            "start (UTC)",
+            "root",
+            "ms",
+            "spans",
+            "status",
+            "tokens in/out",
+            "cost $",
+            "models",
+        ],
         [
             [
                 t.trace_id,
@@ -135,7 +149,11 @@ def show_cmd(
     nodes = span_tree(trace.spans, _load_pricer())
     if state(ctx).json:
         emit_json(
-            {"trace_id": tid, "summary": summary.model_dump(), "spans": [n.model_dump(mode="json") for n in nodes]}
+            {
+                "trace_id": tid,
+                "summary": summary.model_dump(),
+                "spans": [n.model_dump(mode="json") for n in nodes],
+            }
         )
         return
     cost = f", ${summary.cost_usd:.4f}" if summary.cost_usd is not None else ""
@@ -154,7 +172,7 @@ def show_cmd(
             if llm.input_tokens is not None or llm.output_tokens is not None:
                 bits.append(f"{llm.input_tokens or 0}/{llm.output_tokens or 0} tok")
             if llm.cost_usd is not None:
-                bits.append(f"${llm.cost_usd:.5f}")
+                bits.append(f"${llm.cost_usd:.6f}")
             label += " [cyan]" + " · ".join(str(b) for b in bits if b) + "[/]"
         branch = parent.add(label)
         if depth < 200:

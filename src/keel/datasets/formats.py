@@ -128,7 +128,13 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_JSON_START = frozenset('{["-0123456789tfn')
+
+
 def _json_cell(cell: str) -> Any:
+    # Most cells are plain text: decide from the first character before trying to parse.
+    if cell.lstrip(" \t\n\r")[:1] not in _JSON_START:
+        raise ValueError("not JSON")
     return json.loads(cell, parse_constant=_reject_constant)
 
 

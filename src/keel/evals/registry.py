@@ -110,9 +110,10 @@ class EvaluatorRegistry:
                 return
             self._loaded = True
             if self._load_builtins:
-                from keel.evals.builtins import register_evaluators
+                from keel.evals.builtins import LOAD_ERRORS, register_evaluators
 
                 register_evaluators(self.add)
+                self.plugin_errors.update({f"builtin:{k}": v for k, v in LOAD_ERRORS.items()})
             if self._load_entry_points:
                 self.load_entry_points()
 

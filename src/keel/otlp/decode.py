@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from keel.core.spans import Span, SpanEvent, SpanKind, SpanStatus
+from keel.core.spans import Span, SpanEvent, SpanKind, SpanStatus, construct_trusted
 from keel.errors import InvalidInputError, PayloadTooLargeError
 
 # Limits on hostile input. A span breaking one is rejected (counted in partial_success).
@@ -53,8 +53,13 @@ _STATUS_NAMES = {f"STATUS_CODE_{s.name}": s for s in _STATUSES}
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 
-_construct_span = Span.model_construct
-_construct_event = SpanEvent.model_construct
+
+def _construct_span(**values: Any) -> Span:
+    return construct_trusted(Span, values)
+
+
+def _construct_event(**values: Any) -> SpanEvent:
+    return construct_trusted(SpanEvent, values)
 
 
 class SpanRejected(ValueError):
@@ -147,7 +152,10 @@ def _inflate(data: bytes, wbits: int, max_bytes: int) -> bytes:
 
 
 def _check_str(s: str) -> str:
-    if len(s) > MAX_STRING_BYTES // 4 and len(s.encode("utf-8", "surrogatepass")) > MAX_STRING_BYTES:
+    if (
+        len(s) > MAX_STRING_BYTES // 4
+        and len(s.encode("utf-8", "surrogatepass")) > MAX_STRING_BYTES
+    ):
         raise SpanRejected(f"attribute value over {MAX_STRING_BYTES} bytes")
     return s
 
@@ -498,8 +506,8 @@ def _json_span(sp: Any, resource: dict[str, Any], scope: str | None, project_id:
     if not (0 <= start <= MAX_TIME_NS and 0 <= end <= MAX_TIME_NS):
         raise SpanRejected("timestamps must be nanoseconds between 1970 and 2262")
     return _construct_span(
-        trace_id=_json_id(_g(sp, "traceId", "trace_id"), 16, "traceId"),
-        span_id=_json_id(_g(sp, "spanId", "span_id"), 8, "spanId"),
+        trace_id=_json_id(_g(sp, "traceId", "trace_id"), 16, "traceId") or "",
+        span_id=_json_id(_g(sp, "spanId", "span_id"), 8, "spanId") or "",
         parent_span_id=_json_id(
             _g(sp, "parentSpanId", "parent_span_id"), 8, "parentSpanId", optional=True
         ),
@@ -555,4 +563,3 @@ def decode_request(
         decode_protobuf if mt == PROTOBUF else decode_json
     )
     return decoder(raw, project_id)
-

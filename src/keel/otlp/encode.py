@@ -19,7 +19,9 @@ _KIND_NUM = {k: i for i, k in enumerate(SpanKind)}
 _STATUS_NUM = {s: i for i, s in enumerate(SpanStatus)}
 
 
-def _groups(spans: Iterable[Span]) -> list[tuple[dict[str, Any], list[tuple[str | None, list[Span]]]]]:
+def _groups(
+    spans: Iterable[Span],
+) -> list[tuple[dict[str, Any], list[tuple[str | None, list[Span]]]]]:
     by_res: dict[bytes, tuple[dict[str, Any], dict[str | None, list[Span]]]] = {}
     for s in spans:
         key = orjson.dumps(s.resource, option=orjson.OPT_SORT_KEYS, default=str)

@@ -8,6 +8,7 @@ Both the REST API and the CLI go through this one class.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,11 @@ class PromptRegistry:
         """Validate and store ``content``; identical content returns the stored version."""
         validate_name(name, "prompt name")
         template.validate(content)
+        try:
+            json.dumps(content.model_dump(by_alias=True), allow_nan=False)
+            content.hash()
+        except (ValueError, TypeError) as e:
+            raise InvalidInputError(f"prompt content cannot be stored: {e}")
         for ref in template.content_includes(content):
             if ref.name == name:
                 raise InvalidInputError(f"prompt {name!r} includes itself")

@@ -7,12 +7,12 @@ tracer provider. Install them with ``pip install "keel-llmops[integrations]"``.
 | name | framework package | instrumentor (first found) |
 |---|---|---|
 | ``openai`` | ``openai`` | ``openinference-instrumentation-openai``, ``opentelemetry-instrumentation-openai-v2`` |
-| ``anthropic`` | ``anthropic`` | ``openinference-instrumentation-anthropic``, ``opentelemetry-instrumentation-anthropic`` |
+| ``anthropic`` | ``anthropic`` | the SDK's own tracing (2.x), else ``openinference-instrumentation-anthropic``, ``opentelemetry-instrumentation-anthropic`` |
 | ``langchain`` | ``langchain-core`` | ``openinference-instrumentation-langchain`` |
 | ``llama_index`` | ``llama-index-core`` | ``openinference-instrumentation-llama-index`` |
 | ``openai_agents`` | ``openai-agents`` | ``openinference-instrumentation-openai-agents`` |
 | ``crewai`` | ``crewai`` | ``openinference-instrumentation-crewai`` |
-| ``mcp`` | ``mcp`` | ``openinference-instrumentation-mcp`` |
+| ``mcp`` | ``mcp`` | the SDK's own tracing (2.x), else ``openinference-instrumentation-mcp`` |
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -31,11 +32,18 @@ _log = logging.getLogger("keel.sdk")
 
 @dataclass(frozen=True)
 class Integration:
-    """A framework and the instrumentors that can trace it, in order of preference."""
+    """A framework and the instrumentors that can trace it, in order of preference.
+
+    ``native_module``: when this module exists, the framework traces itself with OpenTelemetry
+    (e.g. the Anthropic SDK since 2.x); Keel then adds no instrumentor, which would double every
+    span, and only asks for message content through ``native_content_env``.
+    """
 
     name: str
     framework_module: str
     instrumentors: tuple[tuple[str, str], ...]
+    native_module: str | None = None
+    native_content_env: tuple[str, str] | None = None
 
 
 INTEGRATIONS: dict[str, Integration] = {
@@ -56,6 +64,8 @@ INTEGRATIONS: dict[str, Integration] = {
                 ("openinference.instrumentation.anthropic", "AnthropicInstrumentor"),
                 ("opentelemetry.instrumentation.anthropic", "AnthropicInstrumentor"),
             ),
+            native_module="anthropic._tracing",
+            native_content_env=("ANTHROPIC_OPEN_TELEMETRY_TRACES_CONTENT_MODE", "content"),
         ),
         Integration(
             "langchain",
@@ -81,6 +91,7 @@ INTEGRATIONS: dict[str, Integration] = {
             "mcp",
             "mcp",
             (("openinference.instrumentation.mcp", "MCPInstrumentor"),),
+            native_module="mcp.shared._otel",
         ),
     )
 }
@@ -96,10 +107,14 @@ def _installed(module: str) -> bool:
         return False
 
 
-def instrument(*names: str, tracer_provider: Any = None) -> dict[str, str]:
+def instrument(
+    *names: str, tracer_provider: Any = None, capture_content: bool = True
+) -> dict[str, str]:
     """Enable the instrumentors for ``names`` (default: every installed framework).
 
-    Returns ``{name: status}`` with status ``"on"`` (now or already), ``"not installed"``
+    Returns ``{name: status}`` with status ``"on"`` (now or already), ``"native"`` (the
+    framework traces itself; with ``capture_content`` its content option is set in the
+    environment unless already set), ``"not installed"``
     (framework absent), ``"no instrumentor"`` (framework present, no instrumentor package) or
     ``"failed"`` (logged). Never raises for a missing or broken integration; an unknown name is
     a ``ValueError``. Call after ``keel.init()`` (the instrumentors use its tracer provider).
@@ -120,6 +135,11 @@ def instrument(*names: str, tracer_provider: Any = None) -> dict[str, str]:
                 continue
             if not _installed(integ.framework_module):
                 result[name] = "not installed"
+                continue
+            if integ.native_module and _installed(integ.native_module):
+                if capture_content and integ.native_content_env:
+                    os.environ.setdefault(*integ.native_content_env)
+                result[name] = "native"
                 continue
             result[name] = "no instrumentor"
             for module, cls_name in integ.instrumentors:

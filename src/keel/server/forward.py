@@ -127,7 +127,7 @@ class OtlpForwarder:
                         raise RuntimeError(f"endpoint answered {r.status}")
                     with contextlib.suppress(TypeError, ValueError):
                         retry_after = float(r.headers.get("Retry-After", ""))
-            except (OSError, asyncio.TimeoutError) as e:
+            except (TimeoutError, OSError) as e:
                 if attempt == self.attempts - 1:
                     raise RuntimeError(f"endpoint unreachable: {e}")
             except Exception as e:

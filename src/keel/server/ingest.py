@@ -235,7 +235,7 @@ class IngestWriter:
         queue_max_spans: int = 200_000,
         batch_max_spans: int = 5_000,
         events: TraceEvents | None = None,
-        pricer: Callable[[LlmCall], LlmCall] | None | Literal["auto"] = "auto",
+        pricer: Callable[[LlmCall], LlmCall] | Literal["auto"] | None = "auto",
     ) -> None:
         self.store = store
         self.queue_max_spans = queue_max_spans
@@ -348,7 +348,9 @@ class IngestWriter:
                     return
                 batch: list[_Item] = []
                 size = 0
-                while self._items and (not batch or size + len(self._items[0].records) <= self.batch_max_spans):
+                while self._items and (
+                    not batch or size + len(self._items[0].records) <= self.batch_max_spans
+                ):
                     item = self._items.popleft()
                     batch.append(item)
                     size += len(item.records)
@@ -367,7 +369,9 @@ class IngestWriter:
                 return
             self.failed_batches += 1
             if isinstance(e, StoreError):
-                err: KeelError = UnavailableError(f"could not store spans: {e.message}", retry_after=5)
+                err: KeelError = UnavailableError(
+                    f"could not store spans: {e.message}", retry_after=5
+                )
             else:
                 log.exception("span batch of %d failed", size)
                 msg = e.message if isinstance(e, KeelError) else type(e).__name__

@@ -332,9 +332,7 @@ def sort_column(sort: str) -> str:
     try:
         return SORT_COLUMNS[sort]
     except KeyError:
-        raise InvalidInputError(
-            f"unknown sort {sort!r}", hint=f"use one of {', '.join(SORT_KEYS)}"
-        )
+        raise InvalidInputError(f"unknown sort {sort!r}", hint=f"use one of {', '.join(SORT_KEYS)}")
 
 
 def encode_cursor(sort: str, descending: bool, value: Any, trace_id: str) -> str:
@@ -367,4 +365,3 @@ def matches_joined(joined: str, value: str) -> bool:
 def prompt_needle(name: str, version: int | None) -> str:
     """The substring of the joined prompts column that a prompt filter looks for."""
     return f"{SEP}{name}@{version}{SEP}" if version is not None else f"{SEP}{name}@"
-

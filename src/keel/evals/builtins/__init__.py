@@ -20,6 +20,9 @@ from keel.evals.base import Evaluator
 
 log = logging.getLogger(__name__)
 
+# module name -> import error of a built-in family that could not load (last registration)
+LOAD_ERRORS: dict[str, str] = {}
+
 
 def _module_evaluators(mod: Any) -> list[type[Evaluator]]:
     listed = getattr(mod, "EVALUATORS", None)
@@ -46,6 +49,7 @@ def register_evaluators(register: Callable[..., Any]) -> None:
             mod = importlib.import_module(f"{__name__}.{info.name}")
         except Exception as e:  # an optional dependency missing must not hide other families
             log.warning("built-in evaluators in %s not loaded: %s", info.name, e)
+            LOAD_ERRORS[info.name] = f"{type(e).__name__}: {e}"
             continue
         for cls in _module_evaluators(mod):
             register(cls)

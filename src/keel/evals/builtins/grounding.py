@@ -66,7 +66,11 @@ def _reason(report: G.GroundingReport, grounded: bool) -> str:
     if not report.claims:
         return "empty response: nothing to ground"
     if not bad:
-        head = "all claims supported by the context" if grounded else "claims look supported, but the answer as a whole scores low"
+        head = (
+            "all claims supported by the context"
+            if grounded
+            else "claims look supported, but the answer as a whole scores low"
+        )
         return f"{head} ({len(report.claims)} claim(s), p_grounded={report.score:.2f})"
     first = bad[0]
     return (
@@ -104,7 +108,12 @@ class Groundedness(Evaluator):
         paraphrase_similarity: float = G.PARAPHRASE_SIMILARITY,
         **config: Any,
     ) -> None:
-        super().__init__(threshold=threshold, semantic=semantic, paraphrase_similarity=paraphrase_similarity, **config)
+        super().__init__(
+            threshold=threshold,
+            semantic=semantic,
+            paraphrase_similarity=paraphrase_similarity,
+            **config,
+        )
         self.semantic = semantic
         self.paraphrase_similarity = paraphrase_similarity
 
@@ -141,7 +150,9 @@ class HallucinationScore(Groundedness):
     def _evaluate(self, **inputs: Any) -> EvalResult:
         rep = self.report(inputs["response"], inputs["context"], inputs.get("query"))
         value = 1.0 - rep.score
-        return EvalResult(value=value, reason=_reason(rep, value <= self.threshold), details=rep.details())
+        return EvalResult(
+            value=value, reason=_reason(rep, value <= self.threshold), details=rep.details()
+        )
 
 
 class _EmbeddingEvaluator(Evaluator):
@@ -177,7 +188,14 @@ class ContextRelevance(_EmbeddingEvaluator):
     default_threshold = 0.5
     higher_is_better = True
 
-    def __init__(self, *, threshold: float | None = None, floor: float = 0.15, ceiling: float = 0.65, **config: Any) -> None:
+    def __init__(
+        self,
+        *,
+        threshold: float | None = None,
+        floor: float = 0.15,
+        ceiling: float = 0.65,
+        **config: Any,
+    ) -> None:
         super().__init__(threshold=threshold, floor=floor, ceiling=ceiling, **config)
         self.floor = floor
         self.ceiling = ceiling
@@ -205,7 +223,11 @@ class ContextRelevance(_EmbeddingEvaluator):
         return EvalResult(
             value=max(0.0, min(1.0, value)),
             reason=f"best context window has cosine {best:.2f} to the query",
-            details={"cosine": round(best, 4), "best_window": best_text[:300], "per_document": [round(x, 4) for x in per_doc]},
+            details={
+                "cosine": round(best, 4),
+                "best_window": best_text[:300],
+                "per_document": [round(x, 4) for x in per_doc],
+            },
         )
 
 
@@ -223,7 +245,14 @@ class AnswerRelevance(_EmbeddingEvaluator):
     default_threshold = 0.5
     higher_is_better = True
 
-    def __init__(self, *, threshold: float | None = None, floor: float = 0.1, ceiling: float = 0.6, **config: Any) -> None:
+    def __init__(
+        self,
+        *,
+        threshold: float | None = None,
+        floor: float = 0.1,
+        ceiling: float = 0.6,
+        **config: Any,
+    ) -> None:
         super().__init__(threshold=threshold, floor=floor, ceiling=ceiling, **config)
         self.floor = floor
         self.ceiling = ceiling
@@ -262,7 +291,9 @@ class SemanticSimilarity(_EmbeddingEvaluator):
             return EvalResult(value=float(a.strip() == b.strip()), reason="empty text")
         v = self._embed([a, b])
         cos = float(v[0] @ v[1])
-        return EvalResult(value=max(0.0, cos), reason=f"cosine {cos:.2f}", details={"cosine": round(cos, 4)})
+        return EvalResult(
+            value=max(0.0, cos), reason=f"cosine {cos:.2f}", details={"cosine": round(cos, 4)}
+        )
 
 
 EVALUATORS: list[type[Evaluator]] = [

@@ -7,13 +7,14 @@ the old ones stay readable; no route edits a stored row or version.
 from __future__ import annotations
 
 import io
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
@@ -29,6 +30,8 @@ from keel.storage.spans import TraceFilter
 router = APIRouter(prefix="/api/datasets", tags=["datasets"])
 
 MAX_ROWS_PER_REQUEST = 10_000
+MAX_INT = 2_147_483_647
+MAX_NS = 2**63 - 1
 
 
 class DatasetIn(BaseModel):
@@ -100,17 +103,17 @@ class FromTracesIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    start_from_ns: int | None = None
-    start_to_ns: int | None = None
+    start_from_ns: int | None = Field(None, ge=0, le=MAX_NS)
+    start_to_ns: int | None = Field(None, ge=0, le=MAX_NS)
     service: str | None = None
     model: str | None = None
     provider: str | None = None
     route: str | None = None
     prompt_name: str | None = None
-    prompt_version: int | None = None
+    prompt_version: int | None = Field(None, ge=1, le=MAX_INT)
     status: Literal["ok", "error", "unset"] | None = None
     text: str | None = Field(None, max_length=500)
-    scores_below: dict[str, float] = Field(default_factory=dict)
+    scores_below: dict[str, float] = Field(default_factory=dict, max_length=20)
     limit: int = Field(1000, ge=1, le=100_000)
     split: str | None = None
     tags: list[str] = Field(default_factory=list, max_length=50)
@@ -179,6 +182,10 @@ def push_rows(
 ) -> PushOut:
     """Rows are deduplicated by content; the dataset is created when missing."""
     auth.require_scope("datasets")
+    try:
+        json.dumps(body.rows, allow_nan=False)
+    except ValueError:
+        raise InvalidInputError("rows may not contain NaN or infinite numbers")
     rows = [formats.record_to_row(r, f"rows[{i}]") for i, r in enumerate(body.rows)]
     d = service.ensure_dataset(ctx.store, auth.project_id, name)
     res = service.push_rows(
@@ -196,8 +203,8 @@ def push_rows(
 @router.get("/{name}/versions/{version}/rows", response_model=RowsPage, summary="Rows")
 def list_rows(
     name: str,
-    version: int,
-    offset: int = Query(0, ge=0),
+    version: int = Path(ge=1, le=MAX_INT),
+    offset: int = Query(0, ge=0, le=MAX_INT),
     limit: int = Query(100, ge=1, le=1000),
     auth: AuthContext = Depends(require_auth),
     ctx: AppContext = Depends(get_context),
@@ -246,7 +253,7 @@ def _stream(rows: Iterator[Row], fmt: str) -> Iterator[bytes]:
 @router.get("/{name}/export", summary="Export a version (JSONL, CSV or Parquet)")
 def export(
     name: str,
-    version: int | None = Query(None, ge=1, description="default: the latest"),
+    version: int | None = Query(None, ge=1, le=MAX_INT, description="default: the latest"),
     format: Literal["jsonl", "csv", "parquet"] = Query("jsonl"),
     auth: AuthContext = Depends(require_auth),
     ctx: AppContext = Depends(get_context),

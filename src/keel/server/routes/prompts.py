@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from keel.core.prompts import PromptContent, PromptLabel, PromptMessage, PromptVersion
@@ -22,6 +22,7 @@ from keel.server.deps import AppContext, get_context, require_auth
 router = APIRouter(prefix="/api/prompts", tags=["prompts"])
 
 _KEY = "prompt_registry"
+MAX_INT = 2_147_483_647
 
 
 async def startup(ctx: AppContext) -> None:
@@ -115,7 +116,7 @@ class LabelMoveIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_INT)
     reason: str | None = Field(None, max_length=2000)
     protected: bool | None = None
 
@@ -125,7 +126,7 @@ class RollbackIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    to: int | None = Field(None, ge=1)
+    to: int | None = Field(None, ge=1, le=MAX_INT)
     reason: str | None = Field(None, max_length=2000)
 
 
@@ -134,7 +135,7 @@ class RenderIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: int | None = Field(None, ge=1)
+    version: int | None = Field(None, ge=1, le=MAX_INT)
     label: str | None = None
     variables: dict[str, Any] = Field(default_factory=dict)
 
@@ -247,7 +248,7 @@ def push_version(
 @router.get("/{name}", response_model=VersionOut, summary="A version by number or label")
 def get_prompt(
     name: str,
-    version: int | None = Query(None, ge=1),
+    version: int | None = Query(None, ge=1, le=MAX_INT),
     label: str | None = Query(None, max_length=128),
     auth: AuthContext = Depends(require_auth),
     reg: PromptRegistry = Depends(registry),
@@ -277,7 +278,7 @@ def list_versions(
 @router.get("/{name}/versions/{version}", response_model=VersionOut, summary="One version")
 def get_version(
     name: str,
-    version: int,
+    version: int = Path(ge=1, le=MAX_INT),
     auth: AuthContext = Depends(require_auth),
     reg: PromptRegistry = Depends(registry),
 ) -> VersionOut:

@@ -20,6 +20,8 @@ from keel.storage.spans import TraceFilter, TraceSummary
 
 router = APIRouter(prefix="/api", tags=["traces"])
 
+MAX_DEPTH = 100
+
 
 class TraceListItem(BaseModel):
     """One trace in the list."""
@@ -194,15 +196,33 @@ def span_tree(spans: list[Span], pricer: Any = None) -> list[SpanNode]:
             service=svc if isinstance(svc, str) else None,
             scope=s.scope,
             attributes=s.attributes,
-            events=[{"name": e.name, "time_ns": e.time_ns, "attributes": e.attributes} for e in s.events],
+            events=[
+                {"name": e.name, "time_ns": e.time_ns, "attributes": e.attributes} for e in s.events
+            ],
             resource=s.resource,
             llm=understand(s, pricer),
         )
+    depth: dict[str, int] = {}
+
+    def depth_of(span_id: str) -> int:
+        # iterative walk up the parent chain; cycles and missing parents end it
+        chain: list[str] = []
+        cur: str | None = span_id
+        while cur is not None and cur in nodes and cur not in depth and cur not in chain:
+            chain.append(cur)
+            cur = nodes[cur].parent_span_id
+        base = depth.get(cur, -1) if cur is not None and cur not in chain else -1
+        for sid in reversed(chain):
+            base += 1
+            depth[sid] = base
+        return depth[span_id]
+
     roots: list[SpanNode] = []
     for s in spans:
         node = nodes[s.span_id]
         parent = nodes.get(s.parent_span_id) if s.parent_span_id else None
-        if parent is not None and parent is not node:
+        # Very deep chains are cut into several roots so the JSON stays shallow.
+        if parent is not None and parent is not node and depth_of(s.span_id) % MAX_DEPTH:
             parent.children.append(node)
         else:
             roots.append(node)

@@ -12,6 +12,13 @@ from keel.core.names import validate_name
 from keel.errors import ConflictError, InvalidInputError, NotFoundError
 
 
+def _checked_id(r: Row) -> str:
+    try:
+        return row_id(r)
+    except (ValueError, TypeError) as e:
+        raise InvalidInputError(f"row cannot be stored: {e}")
+
+
 class MemoryDatasetStore:
     """Implements :class:`keel.storage.datasets.DatasetStore` in memory."""
 
@@ -69,7 +76,7 @@ class MemoryDatasetStore:
         with self._lock:
             store = self._rows[dataset_id]
             for r in rows:
-                rid = row_id(r)
+                rid = _checked_id(r)
                 if rid not in store:
                     store[rid] = r.model_copy(update={"id": rid})
                 ids.append(rid)

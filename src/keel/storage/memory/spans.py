@@ -160,8 +160,9 @@ def _trace_matches(r: dict[str, Any], f: TraceFilter) -> bool:
         return False
     if f.route is not None and not matches_joined(r["routes"], f.route):
         return False
-    if f.prompt_name is not None and prompt_needle(f.prompt_name, f.prompt_version) not in (
-        r["prompts"]
+    if (
+        f.prompt_name is not None
+        and prompt_needle(f.prompt_name, f.prompt_version) not in (r["prompts"])
     ):
         return False
     if f.status is not None and r["status"] != f.status:
@@ -182,9 +183,8 @@ def _span_matches(s: Span, r: IndexRow, f: SpanFilter) -> bool:
         return False
     if f.llm_only and not r.is_llm:
         return False
-    if f.operation is not None:
-        if r.operation != f.operation:
-            return False
+    if f.operation is not None and r.operation != f.operation:
+        return False
     if f.start_from_ns is not None and s.start_time_ns < f.start_from_ns:
         return False
     return not (f.start_to_ns is not None and s.start_time_ns >= f.start_to_ns)

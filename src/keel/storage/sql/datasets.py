@@ -166,7 +166,10 @@ class SqlDatasetStore:
         ids: list[str] = []
         values: dict[str, dict[str, Any]] = {}
         for r in rows:
-            rid, data = row_identity(r)
+            try:
+                rid, data = row_identity(r)
+            except (ValueError, TypeError) as e:
+                raise InvalidInputError(f"row cannot be stored: {e}")
             ids.append(rid)
             if rid not in values:
                 values[rid] = {

@@ -27,7 +27,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from keel.core.spans import Span, SpanEvent, SpanKind, SpanStatus, Trace
+from keel.core.spans import Span, SpanEvent, SpanKind, SpanStatus, Trace, construct_trusted
 from keel.errors import InvalidInputError, NotFoundError
 from keel.storage.spans import (
     IndexRow,
@@ -171,7 +171,9 @@ def _row(rec: SpanRecord) -> tuple[Any, ...]:
     llm = rec.llm
     svc = s.resource.get("service.name")
     events = (
-        _blob([{"name": e.name, "time_ns": e.time_ns, "attributes": e.attributes} for e in s.events])
+        _blob(
+            [{"name": e.name, "time_ns": e.time_ns, "attributes": e.attributes} for e in s.events]
+        )
         if s.events
         else b"[]"
     )
@@ -214,21 +216,24 @@ def _row(rec: SpanRecord) -> tuple[Any, ...]:
 
 
 def _span_from_row(r: Any) -> Span:
-    return Span.model_construct(
-        trace_id=r.trace_id,
-        span_id=r.span_id,
-        parent_span_id=r.parent_span_id,
-        name=r.name,
-        kind=_KINDS.get(r.kind, SpanKind.UNSPECIFIED),
-        start_time_ns=int(r.start_ns),
-        end_time_ns=int(r.end_ns),
-        status=_STATUSES.get(r.status, SpanStatus.UNSET),
-        status_message=r.status_message,
-        attributes=_loads(r.attributes),
-        events=[SpanEvent.model_construct(**e) for e in _loads(r.events)],
-        resource=_loads(r.resource),
-        scope=r.scope,
-        project_id=r.project_id,
+    return construct_trusted(
+        Span,
+        dict(
+            trace_id=r.trace_id,
+            span_id=r.span_id,
+            parent_span_id=r.parent_span_id,
+            name=r.name,
+            kind=_KINDS.get(r.kind, SpanKind.UNSPECIFIED),
+            start_time_ns=int(r.start_ns),
+            end_time_ns=int(r.end_ns),
+            status=_STATUSES.get(r.status, SpanStatus.UNSET),
+            status_message=r.status_message,
+            attributes=_loads(r.attributes),
+            events=[construct_trusted(SpanEvent, e) for e in _loads(r.events)],
+            resource=_loads(r.resource),
+            scope=r.scope,
+            project_id=r.project_id,
+        ),
     )
 
 
@@ -260,17 +265,46 @@ class SqlSpanStore:
         if not records:
             return 0
         rows = [_row(r) for r in records]
-        touched: dict[str, set[str]] = {}
-        for r in records:
-            touched.setdefault(r.span.project_id, set()).add(r.span.trace_id)
         with self._db.write() as conn:
             cur = conn.exec_driver_sql(self._insert_spans, rows)
             inserted = max(cur.rowcount, 0)
-            self._refresh_summaries(conn, touched)
+            self._refresh_summaries(conn, rows)
         return inserted
 
-    def _refresh_summaries(self, conn: Connection, touched: dict[str, set[str]]) -> None:
+    def _refresh_summaries(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        """Recompute the summary of every trace in ``rows`` (span rows just inserted).
+
+        A trace without a summary yet has no other stored spans, so its summary comes from
+        the batch alone; others are re-read (index columns only) from ``spans``.
+        """
         ph = self._ph
+        batch: dict[tuple[str, str], dict[str, IndexRow]] = {}
+        for r in rows:
+            spans = batch.setdefault((r[0], r[1]), {})
+            if r[2] not in spans:  # the first copy wins, as in the insert
+                spans[r[2]] = IndexRow(
+                    r[2],
+                    r[3],
+                    r[4],
+                    r[7],
+                    r[8],
+                    r[6],
+                    r[9],
+                    r[15],
+                    r[16],
+                    r[17],
+                    r[13],
+                    r[14],
+                    r[12],
+                    r[19],
+                    r[20],
+                    r[21],
+                    bool(r[10]),
+                    r[11],
+                )
+        touched: dict[str, list[str]] = {}
+        for project_id, trace_id in batch:
+            touched.setdefault(project_id, []).append(trace_id)
         out: list[tuple[Any, ...]] = []
         for project_id, trace_ids in touched.items():
             ids = sorted(trace_ids)
@@ -282,17 +316,31 @@ class SqlSpanStore:
                 )
             for i in range(0, len(ids), _IN_CHUNK):
                 chunk = ids[i : i + _IN_CHUNK]
-                by_trace: dict[str, list[IndexRow]] = {}
-                res = conn.exec_driver_sql(
-                    f"SELECT trace_id, {_INDEX_COLS} FROM spans WHERE project_id = {ph}"
-                    f" AND trace_id IN ({', '.join([ph] * len(chunk))})",
-                    (project_id, *chunk),
-                )
-                for r in res:
-                    by_trace.setdefault(r[0], []).append(
-                        IndexRow(*r[1:17], bool(r[17]), r[18])  # type: ignore[call-arg]
+                marks = ", ".join([ph] * len(chunk))
+                known = [
+                    r[0]
+                    for r in conn.exec_driver_sql(
+                        f"SELECT trace_id FROM traces WHERE project_id = {ph}"
+                        f" AND trace_id IN ({marks})",
+                        (project_id, *chunk),
                     )
-                for tid, idx in by_trace.items():
+                ]
+                by_trace: dict[str, list[IndexRow]] = {}
+                if known:
+                    res = conn.exec_driver_sql(
+                        f"SELECT trace_id, {_INDEX_COLS} FROM spans WHERE project_id = {ph}"
+                        f" AND trace_id IN ({', '.join([ph] * len(known))})",
+                        (project_id, *known),
+                    )
+                    for r in res:
+                        by_trace.setdefault(r[0], []).append(
+                            IndexRow(*r[1:17], bool(r[17]), r[18])  # type: ignore[call-arg]
+                        )
+                known_set = set(known)
+                for tid in chunk:
+                    idx = by_trace.get(tid) if tid in known_set else None
+                    if idx is None:
+                        idx = list(batch[(project_id, tid)].values())
                     summary = summarize(project_id, tid, idx)
                     out.append(tuple(summary[c] for c in _TRACE_COLS))
         if out:
