@@ -276,21 +276,43 @@ def child_pid(p: subprocess.Popen[bytes]) -> int:
     return p.pid
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU of a process and its reaped children (all threads)."""
+    if pid is None:
+        return float("nan")
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])) / tick
+
+
 def measure(
-    name: str, url: str, headers: dict[str, str], body: dict[str, Any], a: argparse.Namespace
+    name: str,
+    url: str,
+    headers: dict[str, str],
+    body: dict[str, Any],
+    a: argparse.Namespace,
+    pid: int | None = None,
 ) -> dict[str, float]:
     wrk(url, 1, 2, headers, body)  # warm up
     lat = wrk(url, 1, a.seconds, headers, body)
+    c0 = cpu_seconds(pid)
     thr = wrk(url, 50, a.seconds, headers, body)
+    cpu = cpu_seconds(pid) - c0
+    cpu_us = 1e6 * cpu / thr["requests"] if thr["requests"] else float("nan")
     res = {
         "p50": lat["p50"],
         "p99": lat["p99"],
         "rps": thr["rps"],
         "errors": lat["errors"] + thr["errors"],
         "p50_50": thr["p50"],
+        "cpu_us_per_req": cpu_us,
     }
     print(
-        f"  {name:<12} 1 in flight: p50 {lat['p50']:.3f} ms p99 {lat['p99']:.3f} ms | 50 in flight: {thr['rps']:,.0f} req/s (p50 {thr['p50']:.2f} ms) | errors {res['errors']}",
+        f"  {name:<12} 1 in flight: p50 {lat['p50']:.3f} ms p99 {lat['p99']:.3f} ms | 50 in flight: "
+        f"{thr['rps']:,.0f} req/s (p50 {thr['p50']:.2f} ms), {cpu_us:.0f} CPU-us/req | errors {res['errors']}",
         flush=True,
     )
     return res
@@ -326,6 +348,7 @@ def run_litellm(mock_url: str, a: argparse.Namespace) -> dict[str, float] | None
             {"Authorization": "Bearer sk-bench"},
             BODY,
             a,
+            p.pid,
         )
     except Exception as e:
         print(f"  litellm: failed ({e})")
@@ -358,7 +381,9 @@ def run_portkey(mock_url: str, a: argparse.Namespace) -> dict[str, float] | None
             "x-portkey-custom-host": mock_url,
         }
         body = {**BODY, "model": "bench-model"}
-        return measure("portkey", f"http://127.0.0.1:{port}/v1/chat/completions", headers, body, a)
+        return measure(
+            "portkey", f"http://127.0.0.1:{port}/v1/chat/completions", headers, body, a, p.pid
+        )
     except Exception as e:
         print(f"  portkey: failed ({e})")
         return None
@@ -366,29 +391,42 @@ def run_portkey(mock_url: str, a: argparse.Namespace) -> dict[str, float] | None
         stop(p)
 
 
+TZ_RUNNER = """
+import sys, time, tensorzero
+gw = tensorzero._start_http_gateway(config_file=sys.argv[1], clickhouse_url=None, postgres_url=None, valkey_url=None, async_setup=False)
+open(sys.argv[2], "w").write(gw.base_url)
+while True:
+    time.sleep(3600)
+"""
+
+
 def run_tensorzero(mock_url: str, a: argparse.Namespace) -> dict[str, float] | None:
-    venv = PEERS_DIR / "tz-venv"
-    binary = shutil.which("gateway", path=str(venv / "bin")) or shutil.which(
-        "tensorzero-gateway", path=str(venv / "bin")
-    )
-    if binary is None:
+    """TensorZero's PyPI wheel embeds its Rust gateway; ``_start_http_gateway`` serves it over HTTP."""
+    py = PEERS_DIR / "tz-venv" / "bin" / "python"
+    if not py.exists():
         print(
-            "  tensorzero: no gateway binary in the PyPI package here (the wheel is a client with an embedded gateway)"
+            "  tensorzero: not installed (python -m venv /tmp/gwbench/tz-venv && pip install tensorzero)"
         )
         return None
-    port = free_port()
     cfg = PEERS_DIR / "tensorzero.toml"
     cfg.write_text(
-        f'[gateway]\nbind_address = "127.0.0.1:{port}"\n\n[models.bench]\nrouting = ["mock"]\n\n'
-        f'[models.bench.providers.mock]\ntype = "openai"\nmodel_name = "bench-model"\napi_base = "{mock_url}/"\napi_key_location = "none"\n'
+        '[models.bench]\nrouting = ["mock"]\n\n[models.bench.providers.mock]\ntype = "openai"\n'
+        f'model_name = "bench-model"\napi_base = "{mock_url}/"\napi_key_location = "none"\n'
     )
-    p = spawn([binary, "--config-file", str(cfg)], 1)
+    runner = PEERS_DIR / "tz_run.py"
+    runner.write_text(TZ_RUNNER)
+    url_file = PEERS_DIR / "tz-url"
+    url_file.unlink(missing_ok=True)
+    p = spawn([str(py), str(runner), str(cfg), str(url_file)], 1)
     try:
-        wait_port(port, 60)
+        deadline = time.time() + 60
+        while not url_file.exists() or not url_file.read_text():
+            if time.time() > deadline:
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.2)
+        base = url_file.read_text().strip()
         body = {**BODY, "model": "tensorzero::model_name::bench"}
-        return measure(
-            "tensorzero", f"http://127.0.0.1:{port}/openai/v1/chat/completions", {}, body, a
-        )
+        return measure("tensorzero", f"{base}/chat/completions", {}, body, a, p.pid)
     except Exception as e:
         print(f"  tensorzero: failed ({e})")
         return None
@@ -437,7 +475,7 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     try:
         wait_port(mport)
-        results["direct"] = measure("direct", f"{mock_url}/chat/completions", {}, BODY, a)
+        results["direct"] = measure("direct", f"{mock_url}/chat/completions", {}, BODY, a, mock.pid)
 
         work = Path(tempfile.mkdtemp(prefix="keel-gwbench-"))
         kport = free_port()
@@ -460,7 +498,7 @@ def main() -> None:
             key = (work / "key").read_text()
             kurl = f"http://127.0.0.1:{kport}/v1/chat/completions"
             hdr = {"Authorization": f"Bearer {key}"}
-            results["keel"] = measure("keel", kurl, hdr, BODY, a)
+            results["keel"] = measure("keel", kurl, hdr, BODY, a, keel.pid)
             if soak:
                 pid = child_pid(keel)
                 rss = [rss_mb(pid)]
@@ -500,8 +538,10 @@ def main() -> None:
         stop(mock)
 
     d = results["direct"]
-    print("\n| gateway | added p50 (ms) | added p99 (ms) | req/s @50 | Keel faster by (rps) |")
-    print("|---|---|---|---|---|")
+    print(
+        "\n| gateway | added p50 (ms) | added p99 (ms) | req/s @50 | CPU-us/req | req/s per free core | Keel ratio (rps) |"
+    )
+    print("|---|---|---|---|---|---|---|")
     k = results.get("keel")
     for name in ("keel", "litellm", "portkey", "tensorzero"):
         r = results.get(name)

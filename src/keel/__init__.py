@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "init": ("keel.sdk.tracing", "init"),
     "shutdown": ("keel.sdk.tracing", "shutdown"),
+    "flush": ("keel.sdk.tracing", "flush"),
     "trace": ("keel.sdk.tracing", "trace"),
     "span": ("keel.sdk.tracing", "span"),
     "instrument": ("keel.sdk.integrations", "instrument"),

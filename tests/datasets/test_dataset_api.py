@@ -116,7 +116,11 @@ def test_nan_and_huge_numbers_are_400_not_500(api):
     r = c.post("/api/datasets/n/rows", content=b'{"rows": [{"input": NaN}]}', headers=hdr)
     assert r.status_code == 400, r.text
     assert c.get(f"/api/datasets/n/versions/{2**70}/rows").status_code == 400
-    r = c.post("/api/prompts/n/versions", content=b'{"template": "x", "config": {"t": Infinity}}', headers=hdr)
+    r = c.post(
+        "/api/prompts/n/versions",
+        content=b'{"template": "x", "config": {"t": Infinity}}',
+        headers=hdr,
+    )
     assert r.status_code == 400, r.text
     assert c.get(f"/api/prompts/n/versions/{2**70}").status_code == 400
     assert c.get("/api/prompts/n", params={"version": 2**70}).status_code == 400

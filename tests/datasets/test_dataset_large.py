@@ -13,6 +13,7 @@ from keel.storage import open_store
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_100k_rows_import_in_bounded_memory(tmp_path: Path):
     n = 100_000
     src = tmp_path / "big.jsonl"

@@ -67,6 +67,10 @@ def upstream() -> Iterator[Upstream]:
     t.start()
     started.wait(10)
     yield Upstream(f"http://127.0.0.1:{port}", app)
+    try:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+    except Exception:
+        pass
     loop.call_soon_threadsafe(loop.stop)
     t.join(5)
 
@@ -120,15 +124,21 @@ def keel_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Keel]
     monkeypatch.setenv("KEEL_TEST_AZURE_KEY", "azure-secret-do-not-leak")
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
 
-    def start(gateway: dict[str, Any] | None = None, *, source: str | None = None, **settings_kw: Any) -> Keel:
-        settings = Settings(store={"url": "memory://"}, gateway=gateway or {}, source=source, **settings_kw)
+    def start(
+        gateway: dict[str, Any] | None = None, *, source: str | None = None, **settings_kw: Any
+    ) -> Keel:
+        settings = Settings(
+            store={"url": "memory://"}, gateway=gateway or {}, source=source, **settings_kw
+        )
         store = open_store("memory://")
         project = store.projects.add_project("gw-test")
         _, secret = create_api_key(store, project)
         app = create_app(settings, store)
         sock = _free_socket()
         port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", loop="asyncio", lifespan="on"))
+        server = uvicorn.Server(
+            uvicorn.Config(app, log_level="warning", loop="asyncio", lifespan="on")
+        )
         t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         t.start()
         deadline = time.time() + 20

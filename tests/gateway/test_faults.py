@@ -79,7 +79,7 @@ def _traceparent() -> tuple[str, dict[str, str]]:
 
 def test_s01_429_with_retry_after_is_honoured(gw, upstream):
     m = uniq("once-429-retry-2")
-    k, c = gw({"r": {"targets": [_t("mock", m)], "retries": 2}})
+    _k, c = gw({"r": {"targets": [_t("mock", m)], "retries": 2}})
     r = c.chat.completions.create(model="r", messages=MSG)
     assert r.choices[0].message.content == "tell me a story"
     calls = upstream.calls(m)
@@ -88,7 +88,16 @@ def test_s01_429_with_retry_after_is_honoured(gw, upstream):
 
 def test_s02_429_forever_backs_off_then_fails_over(gw, upstream):
     m = uniq("error-429")
-    k, c = gw({"r": {"targets": [_t("mock", m)], "retries": 3, "backoff_ms": 50, "fallback": ["mock2/echo"]}})
+    _k, c = gw(
+        {
+            "r": {
+                "targets": [_t("mock", m)],
+                "retries": 3,
+                "backoff_ms": 50,
+                "fallback": ["mock2/echo"],
+            }
+        }
+    )
     t0 = time.monotonic()
     r = c.chat.completions.create(model="r", messages=MSG)
     assert r.choices[0].message.content == "tell me a story" and r.model == "echo"
@@ -98,7 +107,7 @@ def test_s02_429_forever_backs_off_then_fails_over(gw, upstream):
 
 def test_s02_without_fallback_surfaces_429_bounded(gw, upstream):
     m = uniq("error-429")
-    k, c = gw({"r": {"targets": [_t("mock", m)], "retries": 3, "backoff_ms": 20}})
+    _k, c = gw({"r": {"targets": [_t("mock", m)], "retries": 3, "backoff_ms": 20}})
     with pytest.raises(openai.RateLimitError) as e:
         c.chat.completions.create(model="r", messages=MSG)
     assert e.value.response.headers["x-should-retry"] == "false"
@@ -107,16 +116,21 @@ def test_s02_without_fallback_surfaces_429_bounded(gw, upstream):
 
 def test_s03_500_once_is_retried_on_the_same_target(gw, upstream):
     m = uniq("once-500")
-    k, c = gw({"r": {"targets": [_t("mock", m)], "retries": 1, "backoff_ms": 10}})
+    _k, c = gw({"r": {"targets": [_t("mock", m)], "retries": 1, "backoff_ms": 10}})
     assert c.chat.completions.create(model="r", messages=MSG).choices[0].message.content
     assert len(upstream.calls(m)) == 2
 
 
 def test_s04_503_forever_fails_over_or_surfaces_original(gw, upstream):
     m = uniq("error-503")
-    k, c = gw(
+    _k, c = gw(
         {
-            "a": {"targets": [_t("mock", m)], "retries": 1, "backoff_ms": 10, "fallback": ["mock2/echo"]},
+            "a": {
+                "targets": [_t("mock", m)],
+                "retries": 1,
+                "backoff_ms": 10,
+                "fallback": ["mock2/echo"],
+            },
             "b": {"targets": [_t("mock", m)], "retries": 1, "backoff_ms": 10},
         }
     )
@@ -127,16 +141,28 @@ def test_s04_503_forever_fails_over_or_surfaces_original(gw, upstream):
 
 
 def test_s05_connection_reset_fails_over(gw, upstream):
-    k, c = gw({"r": {"targets": [_t("mock", uniq("reset"))], "retries": 1, "backoff_ms": 10, "fallback": ["mock2/echo"]}})
+    _k, c = gw(
+        {
+            "r": {
+                "targets": [_t("mock", uniq("reset"))],
+                "retries": 1,
+                "backoff_ms": 10,
+                "fallback": ["mock2/echo"],
+            }
+        }
+    )
     assert c.chat.completions.create(model="r", messages=MSG).model == "echo"
     # and streaming, too (nothing was sent yet, so failing over is allowed)
     chunks = list(c.chat.completions.create(model="r", messages=MSG, stream=True))
-    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "tell me a story"
+    assert (
+        "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+        == "tell me a story"
+    )
 
 
 def test_s06_silent_upstream_is_not_retried_and_fails_over(gw, upstream):
     m = uniq("silent")
-    k, c = gw({"r": {"targets": [_t("mock", m)], "retries": 2, "fallback": ["mock2/echo"]}})
+    _k, c = gw({"r": {"targets": [_t("mock", m)], "retries": 2, "fallback": ["mock2/echo"]}})
     t0 = time.monotonic()
     assert c.chat.completions.create(model="r", messages=MSG).model == "echo"
     assert time.monotonic() - t0 < 5
@@ -144,7 +170,7 @@ def test_s06_silent_upstream_is_not_retried_and_fails_over(gw, upstream):
 
 
 def test_s06_silent_without_fallback_ends_within_budget(gw):
-    k, c = gw({"r": {"targets": [_t("mock", uniq("silent"))]}})
+    _k, c = gw({"r": {"targets": [_t("mock", uniq("silent"))]}})
     t0 = time.monotonic()
     with pytest.raises(openai.APIStatusError) as e:
         c.chat.completions.create(model="r", messages=MSG)
@@ -152,16 +178,27 @@ def test_s06_silent_without_fallback_ends_within_budget(gw):
 
 
 def test_s07_slow_first_token_triggers_failover(gw, upstream):
-    k, c = gw({"r": {"targets": [_t("mock", uniq("slow-3000"))], "ttft_timeout_s": 0.5, "fallback": ["mock2/echo"]}})
+    _k, c = gw(
+        {
+            "r": {
+                "targets": [_t("mock", uniq("slow-3000"))],
+                "ttft_timeout_s": 0.5,
+                "fallback": ["mock2/echo"],
+            }
+        }
+    )
     t0 = time.monotonic()
     chunks = list(c.chat.completions.create(model="r", messages=MSG, stream=True))
     assert chunks[0].model == "echo" and time.monotonic() - t0 < 2.5
 
 
 def test_s07_slow_first_token_without_limit_still_answers(gw):
-    k, c = gw({"r": {"targets": [_t("mock", uniq("slow-600"))]}})
+    _k, c = gw({"r": {"targets": [_t("mock", uniq("slow-600"))]}})
     chunks = list(c.chat.completions.create(model="r", messages=MSG, stream=True))
-    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "tell me a story"
+    assert (
+        "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+        == "tell me a story"
+    )
 
 
 # --- S08-S11, S14: failures mid-stream ----------------------------------------------------
@@ -175,7 +212,11 @@ def test_s08_stream_cut_is_an_error_never_a_clean_finish(gw, behaviour):
     assert "[DONE]" not in events
     last = json.loads(events[-1])
     assert last["error"]["code"] == "stream_cut"
-    assert not any(json.loads(e).get("choices", [{}])[0].get("finish_reason") for e in events[:-1] if e != "[DONE]")
+    assert not any(
+        json.loads(e).get("choices", [{}])[0].get("finish_reason")
+        for e in events[:-1]
+        if e != "[DONE]"
+    )
     with pytest.raises(openai.APIError):
         list(c.chat.completions.create(model="r", messages=MSG, stream=True))
 
@@ -183,7 +224,7 @@ def test_s08_stream_cut_is_an_error_never_a_clean_finish(gw, behaviour):
 def test_s09_stall_is_detected_in_a_bounded_window_and_gateway_stays_healthy(gw):
     k, c = gw({"r": {"targets": [_t("mock", uniq("stall-30000"))]}})
     t0 = time.monotonic()
-    status, events = _raw_stream(k, "r")
+    _status, events = _raw_stream(k, "r")
     assert time.monotonic() - t0 < 5
     assert json.loads(events[-1])["error"]["code"] == "stream_stall"
     assert c.chat.completions.create(model="fake:echo", messages=MSG).choices[0].message.content
@@ -191,30 +232,37 @@ def test_s09_stall_is_detected_in_a_bounded_window_and_gateway_stays_healthy(gw)
 
 def test_s10_malformed_chunk_fails_cleanly(gw):
     k, c = gw({"r": {"targets": [_t("mock", uniq("malformed"))]}})
-    status, events = _raw_stream(k, "r")
+    _status, events = _raw_stream(k, "r")
     assert json.loads(events[-1])["error"]["code"] == "malformed_chunk" and "[DONE]" not in events
     assert c.chat.completions.create(model="fake:echo", messages=MSG).choices[0].message.content
 
 
 def test_s11_missing_done_is_finalised_promptly_with_usage(gw):
-    k, c = gw({"r": {"targets": [_t("mock", uniq("nodone"))]}})
+    _k, c = gw({"r": {"targets": [_t("mock", uniq("nodone"))]}})
     t0 = time.monotonic()
-    chunks = list(c.chat.completions.create(model="r", messages=MSG, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        c.chat.completions.create(
+            model="r", messages=MSG, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert time.monotonic() - t0 < 8
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
-    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "tell me a story"
+    assert (
+        "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+        == "tell me a story"
+    )
 
 
 def test_s14_cut_after_output_is_not_masked_by_a_fallback(gw, upstream):
     fb = uniq("echo")
-    k, c = gw({"r": {"targets": [_t("mock", uniq("cut"))], "fallback": [f"mock2/{fb}"]}})
-    status, events = _raw_stream(k, "r")
+    k, _c = gw({"r": {"targets": [_t("mock", uniq("cut"))], "fallback": [f"mock2/{fb}"]}})
+    _status, events = _raw_stream(k, "r")
     assert json.loads(events[-1])["error"]["code"] == "stream_cut"
     assert upstream.calls(fb) == []
 
 
 def test_g19_error_event_before_output_fails_over(gw):
-    k, c = gw({"r": {"targets": [_t("mock", uniq("error-event"))], "fallback": ["mock2/echo"]}})
+    _k, c = gw({"r": {"targets": [_t("mock", uniq("error-event"))], "fallback": ["mock2/echo"]}})
     chunks = list(c.chat.completions.create(model="r", messages=MSG, stream=True))
     assert chunks[0].model == "echo"
 
@@ -224,7 +272,7 @@ def test_g19_error_event_before_output_fails_over(gw):
 
 def test_s12_context_length_no_same_model_retry_and_larger_fallback(gw, upstream):
     m = uniq("context-length")
-    k, c = gw(
+    _k, c = gw(
         {
             "small": {"targets": [_t("mock", m)], "retries": 3},
             "big": {"targets": [_t("mock", m)], "retries": 3, "fallback": ["mock2/echo"]},
@@ -240,7 +288,7 @@ def test_s12_context_length_no_same_model_retry_and_larger_fallback(gw, upstream
 def test_s13_content_filter_is_propagated_without_retry_or_fallback(gw, upstream):
     m = uniq("content-filter")
     fb = uniq("echo")
-    k, c = gw({"r": {"targets": [_t("mock", m)], "retries": 3, "fallback": [f"mock2/{fb}"]}})
+    _k, c = gw({"r": {"targets": [_t("mock", m)], "retries": 3, "fallback": [f"mock2/{fb}"]}})
     with pytest.raises(openai.BadRequestError) as e:
         c.chat.completions.create(model="r", messages=MSG)
     assert e.value.body["code"] == "content_filter"
@@ -252,7 +300,7 @@ def test_s13_content_filter_is_propagated_without_retry_or_fallback(gw, upstream
 
 def test_s15_flapping_primary_opens_circuit_then_returns(gw, upstream):
     m = uniq("down-1500")
-    k, c = gw(
+    _k, c = gw(
         {
             "r": {
                 "targets": [_t("mock", m)],
@@ -275,7 +323,16 @@ def test_s15_flapping_primary_opens_circuit_then_returns(gw, upstream):
 
 def test_s16_fallback_accounting(gw, upstream):
     m = uniq("error-503")
-    k, c = gw({"r": {"targets": [_t("mock", m)], "retries": 1, "backoff_ms": 10, "fallback": ["mock2/echo"]}})
+    k, c = gw(
+        {
+            "r": {
+                "targets": [_t("mock", m)],
+                "retries": 1,
+                "backoff_ms": 10,
+                "fallback": ["mock2/echo"],
+            }
+        }
+    )
     tid, headers = _traceparent()
     r = c.chat.completions.create(model="r", messages=MSG, extra_headers=headers)
     assert r.model == "echo" and r.usage.total_tokens > 0
@@ -293,7 +350,12 @@ def test_s16_fallback_accounting(gw, upstream):
 
 def test_upstream_401_is_not_retried_and_never_leaks_the_key(gw, upstream):
     m = uniq("error-401")
-    k, c = gw({"r": {"targets": [_t("mockant", m)], "retries": 3}, "f": {"targets": [_t("mockant", m)], "fallback": ["mock2/echo"]}})
+    _k, c = gw(
+        {
+            "r": {"targets": [_t("mockant", m)], "retries": 3},
+            "f": {"targets": [_t("mockant", m)], "fallback": ["mock2/echo"]},
+        }
+    )
     with pytest.raises(openai.APIStatusError) as e:
         c.chat.completions.create(model="r", messages=MSG)
     assert e.value.status_code == 502 and e.value.body["code"] == "upstream_auth"
@@ -305,8 +367,16 @@ def test_upstream_401_is_not_retried_and_never_leaks_the_key(gw, upstream):
 def test_anthropic_529_is_overloaded_and_retryable(gw, upstream):
     once = uniq("once-529")
     always = uniq("error-529")
-    k, c = gw({"a": {"targets": [_t("mockant", once)], "retries": 1, "backoff_ms": 10}, "b": {"targets": [_t("mockant", always)], "retries": 1, "backoff_ms": 10}})
-    assert c.chat.completions.create(model="a", messages=MSG).choices[0].message.content == "tell me a story"
+    _k, c = gw(
+        {
+            "a": {"targets": [_t("mockant", once)], "retries": 1, "backoff_ms": 10},
+            "b": {"targets": [_t("mockant", always)], "retries": 1, "backoff_ms": 10},
+        }
+    )
+    assert (
+        c.chat.completions.create(model="a", messages=MSG).choices[0].message.content
+        == "tell me a story"
+    )
     with pytest.raises(openai.InternalServerError) as e:
         c.chat.completions.create(model="b", messages=MSG)
     assert e.value.status_code == 503 and e.value.body["code"] == "overloaded"

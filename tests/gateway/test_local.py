@@ -17,7 +17,12 @@ pytestmark = [
 def test_local_model_answers_and_streams(keel_server):
     k = keel_server({})
     c = openai.OpenAI(base_url=k.v1, api_key=k.secret, max_retries=0, timeout=600)
-    r = c.chat.completions.create(model="local:smollm2", messages=[{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0)
+    r = c.chat.completions.create(
+        model="local:smollm2",
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=8,
+        temperature=0,
+    )
     assert r.model == "local:smollm2"
     assert r.choices[0].message.content
     assert r.usage.completion_tokens > 0 and r.usage.prompt_tokens > 0

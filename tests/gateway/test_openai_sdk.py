@@ -10,7 +10,6 @@ import httpx
 import openai
 import pytest
 
-
 MSG = [{"role": "user", "content": "hello there keel"}]
 
 
@@ -22,9 +21,16 @@ def keel(keel_server, mock_providers):
             "routes": {
                 "chat": {"targets": [{"provider": "mock", "model": "echo"}], "retries": 0},
                 "claude": {"targets": [{"provider": "mockant", "model": "tool"}], "retries": 0},
-                "claude-echo": {"targets": [{"provider": "mockant", "model": "echo"}], "retries": 0},
+                "claude-echo": {
+                    "targets": [{"provider": "mockant", "model": "echo"}],
+                    "retries": 0,
+                },
                 "azure": {"targets": [{"provider": "mockazure", "model": "echo"}], "retries": 0},
-                "limited": {"targets": [{"provider": "mock", "model": "error-429"}], "retries": 0, "circuit_breaker": None},
+                "limited": {
+                    "targets": [{"provider": "mock", "model": "error-429"}],
+                    "retries": 0,
+                    "circuit_breaker": None,
+                },
             },
         }
     )
@@ -52,7 +58,12 @@ def test_async_chat_concurrent(keel):
     async def go():
         c = openai.AsyncOpenAI(base_url=keel.v1, api_key=keel.secret)
         rs = await asyncio.gather(
-            *[c.chat.completions.create(model="chat", messages=[{"role": "user", "content": f"m{i}"}]) for i in range(20)]
+            *[
+                c.chat.completions.create(
+                    model="chat", messages=[{"role": "user", "content": f"m{i}"}]
+                )
+                for i in range(20)
+            ]
         )
         await c.close()
         return [r.choices[0].message.content for r in rs]
@@ -62,10 +73,18 @@ def test_async_chat_concurrent(keel):
 
 @pytest.mark.parametrize("model", ["fake:echo", "chat", "claude-echo", "azure"])
 def test_streaming_with_usage(client, model):
-    chunks = list(client.chat.completions.create(model=model, messages=MSG, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model=model, messages=MSG, stream=True, stream_options={"include_usage": True}
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.strip() == "hello there keel"
-    assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+    assert (
+        chunks[-1].choices == []
+        and chunks[-1].usage is not None
+        and chunks[-1].usage.total_tokens > 0
+    )
     assert all(c.usage is None for c in chunks[:-1])
     assert len({c.id for c in chunks}) == 1
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
@@ -99,7 +118,11 @@ TOOLS = [
         "function": {
             "name": "get_weather",
             "description": "weather for a city",
-            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string"}},
+                "required": ["query"],
+            },
         },
     }
 ]
@@ -114,8 +137,14 @@ def test_tool_calls(client, model):
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"query": "hello there keel"}
     # the tool result goes back and the conversation continues
-    msgs = [*MSG, ch.message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]
-    r2 = client.chat.completions.create(model="claude-echo" if model == "claude" else "fake:echo", messages=msgs, tools=TOOLS)
+    msgs = [
+        *MSG,
+        ch.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+    ]
+    r2 = client.chat.completions.create(
+        model="claude-echo" if model == "claude" else "fake:echo", messages=msgs, tools=TOOLS
+    )
     assert r2.choices[0].finish_reason == "stop"
 
 
@@ -132,7 +161,9 @@ def test_streaming_tool_call_deltas(client, model):
 
 
 def test_response_format_json(client):
-    r = client.chat.completions.create(model="fake:json", messages=MSG, response_format={"type": "json_object"})
+    r = client.chat.completions.create(
+        model="fake:json", messages=MSG, response_format={"type": "json_object"}
+    )
     assert json.loads(r.choices[0].message.content)["ok"] is True
 
 
@@ -176,7 +207,9 @@ def test_errors_map_to_sdk_exceptions(keel, client, upstream):
 
 def test_client_cannot_redirect_upstream(client):
     with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="chat", messages=MSG, extra_body={"api_base": "http://169.254.169.254/v1"})
+        client.chat.completions.create(
+            model="chat", messages=MSG, extra_body={"api_base": "http://169.254.169.254/v1"}
+        )
 
 
 def test_langchain_chat_openai(keel):
@@ -184,3 +217,23 @@ def test_langchain_chat_openai(keel):
     llm = lc.ChatOpenAI(model="fake:echo", base_url=keel.v1, api_key=keel.secret, max_retries=0)
     assert llm.invoke("hi langchain").content == "hi langchain"
     assert "".join(c.content for c in llm.stream("streamed words")) == "streamed words"
+
+
+def test_key_limits_and_allowed_routes_are_enforced(keel):
+    from keel.server.auth import create_api_key
+
+    project = keel.store.projects.find_project_by_name("gw-test")
+    _, limited = create_api_key(keel.store, project, name="limited", rpm_limit=2)
+    _, narrow = create_api_key(keel.store, project, name="narrow", allowed_routes=["chat"])
+    keel.app.state.keel.auth.invalidate()
+    c = openai.OpenAI(base_url=keel.v1, api_key=limited, max_retries=0)
+    for _ in range(2):
+        c.chat.completions.create(model="fake:echo", messages=MSG)
+    with pytest.raises(openai.RateLimitError) as e:
+        c.chat.completions.create(model="fake:echo", messages=MSG)
+    assert e.value.response.headers.get("retry-after")
+    n = openai.OpenAI(base_url=keel.v1, api_key=narrow, max_retries=0)
+    assert n.chat.completions.create(model="chat", messages=MSG).choices[0].message.content
+    with pytest.raises(openai.PermissionDeniedError):
+        n.chat.completions.create(model="claude", messages=MSG)
+    assert {m.id for m in n.models.list()} == {"chat"}

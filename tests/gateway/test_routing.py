@@ -17,7 +17,7 @@ from keel.errors import ConfigError, NotFoundError, ProviderError
 from keel.gateway.config import parse_gateway_config
 from keel.gateway.policies.breaker import BreakerState, CircuitBreaker
 from keel.gateway.policies.retry import RetryBudget
-from keel.gateway.policies.target import TargetInfo, Targeted
+from keel.gateway.policies.target import Targeted, TargetInfo
 from keel.gateway.provider import CallContext
 from keel.gateway.providers.fake import FakeProvider
 from keel.gateway.service import Gateway
@@ -38,18 +38,30 @@ async def chat(gw: Gateway, model: str, **body: Any) -> dict[str, Any]:
 
 def test_unknown_keys_are_rejected_with_their_path():
     with pytest.raises(ConfigError, match=r"gateway\.routes\.chat\.retriez"):
-        parse_gateway_config({"routes": {"chat": {"targets": [{"provider": "fake", "model": "fake:echo"}], "retriez": 2}}})
+        parse_gateway_config(
+            {
+                "routes": {
+                    "chat": {"targets": [{"provider": "fake", "model": "fake:echo"}], "retriez": 2}
+                }
+            }
+        )
     with pytest.raises(ConfigError, match="unknown provider 'nope'"):
-        parse_gateway_config({"routes": {"chat": {"targets": [{"provider": "nope", "model": "x"}]}}})
+        parse_gateway_config(
+            {"routes": {"chat": {"targets": [{"provider": "nope", "model": "x"}]}}}
+        )
 
 
 def test_provider_keys_must_be_env_references_and_urls_are_checked():
     with pytest.raises(ConfigError, match="env:"):
         parse_gateway_config({"providers": {"o": {"type": "openai", "api_key": "sk-live-123"}}})
     with pytest.raises(ConfigError, match="not allowed"):
-        parse_gateway_config({"providers": {"o": {"type": "openai", "base_url": "http://169.254.169.254/v1"}}})
+        parse_gateway_config(
+            {"providers": {"o": {"type": "openai", "base_url": "http://169.254.169.254/v1"}}}
+        )
     with pytest.raises(ConfigError, match="private"):
-        parse_gateway_config({"providers": {"o": {"type": "openai", "base_url": "http://10.0.0.1/v1"}}})
+        parse_gateway_config(
+            {"providers": {"o": {"type": "openai", "base_url": "http://10.0.0.1/v1"}}}
+        )
 
 
 def test_missing_secret_names_the_variable(monkeypatch):
@@ -70,8 +82,14 @@ def test_fallback_cycle_is_a_config_error():
         Gateway(
             {
                 "routes": {
-                    "a": {"targets": [{"provider": "fake", "model": "fake:echo"}], "fallback": ["b"]},
-                    "b": {"targets": [{"provider": "fake", "model": "fake:echo"}], "fallback": ["a"]},
+                    "a": {
+                        "targets": [{"provider": "fake", "model": "fake:echo"}],
+                        "fallback": ["b"],
+                    },
+                    "b": {
+                        "targets": [{"provider": "fake", "model": "fake:echo"}],
+                        "fallback": ["a"],
+                    },
                 }
             }
         )
@@ -138,9 +156,28 @@ def test_cost_route_picks_cheapest_that_fits(monkeypatch):
                 "cheap": {
                     "strategy": "cost",
                     "targets": [
-                        {"provider": "fake", "model": "fake:text", "input_price_per_mtok": 5, "output_price_per_mtok": 15, "context_window": 100000},
-                        {"provider": "fake", "model": "fake:echo", "input_price_per_mtok": 0.1, "output_price_per_mtok": 0.4, "context_window": 50},
-                        {"provider": "fake", "model": "fake:json", "input_price_per_mtok": 1, "output_price_per_mtok": 2, "context_window": 100000, "supports_tools": False},
+                        {
+                            "provider": "fake",
+                            "model": "fake:text",
+                            "input_price_per_mtok": 5,
+                            "output_price_per_mtok": 15,
+                            "context_window": 100000,
+                        },
+                        {
+                            "provider": "fake",
+                            "model": "fake:echo",
+                            "input_price_per_mtok": 0.1,
+                            "output_price_per_mtok": 0.4,
+                            "context_window": 50,
+                        },
+                        {
+                            "provider": "fake",
+                            "model": "fake:json",
+                            "input_price_per_mtok": 1,
+                            "output_price_per_mtok": 2,
+                            "context_window": 100000,
+                            "supports_tools": False,
+                        },
                     ],
                 }
             }
@@ -160,7 +197,15 @@ def test_genai_prices_fill_in_known_models(monkeypatch):
     gw = Gateway(
         {
             "providers": {"oa": {"type": "openai", "api_key": "env:KEEL_TEST_OPENAI_KEY"}},
-            "routes": {"r": {"targets": [{"provider": "oa", "model": "gpt-4o-mini"}, {"provider": "oa", "model": "gpt-4o"}], "strategy": "cost"}},
+            "routes": {
+                "r": {
+                    "targets": [
+                        {"provider": "oa", "model": "gpt-4o-mini"},
+                        {"provider": "oa", "model": "gpt-4o"},
+                    ],
+                    "strategy": "cost",
+                }
+            },
         }
     )
     prices = gw.snapshot.routes["r"].prices
@@ -174,7 +219,10 @@ def test_latency_route_prefers_the_faster_target():
             "routes": {
                 "fast": {
                     "strategy": "latency",
-                    "targets": [{"provider": "fake", "model": "fake:slow-40"}, {"provider": "fake", "model": "fake:echo"}],
+                    "targets": [
+                        {"provider": "fake", "model": "fake:slow-40"},
+                        {"provider": "fake", "model": "fake:echo"},
+                    ],
                 }
             }
         }
@@ -232,7 +280,14 @@ def test_retry_budget_caps_concurrent_retries():
 def test_mirror_records_shadow_beside_primary_and_never_returns_it():
     written: list[Any] = []
     gw = Gateway(
-        {"routes": {"m": {"targets": [{"provider": "fake", "model": "fake:echo"}], "mirror": {"target": "fake:text"}}}},
+        {
+            "routes": {
+                "m": {
+                    "targets": [{"provider": "fake", "model": "fake:echo"}],
+                    "mirror": {"target": "fake:text"},
+                }
+            }
+        },
         sink=written.extend,
     )
 
@@ -254,7 +309,17 @@ def test_mirror_records_shadow_beside_primary_and_never_returns_it():
 
 
 def test_mirror_failure_never_reaches_the_caller():
-    gw = Gateway({"routes": {"m": {"targets": [{"provider": "fake", "model": "fake:echo"}], "mirror": {"target": "fake:error-500"}}}}, sink=lambda r: None)
+    gw = Gateway(
+        {
+            "routes": {
+                "m": {
+                    "targets": [{"provider": "fake", "model": "fake:echo"}],
+                    "mirror": {"target": "fake:error-500"},
+                }
+            }
+        },
+        sink=lambda r: None,
+    )
 
     async def go() -> dict[str, Any]:
         r = await chat(gw, "m")
@@ -269,7 +334,9 @@ def test_mirror_failure_never_reaches_the_caller():
 
 def test_hot_reload_swaps_config_without_dropping_in_flight(keel_server, tmp_path):
     path = tmp_path / "keel.toml"
-    path.write_text('[gateway]\nreload_interval_s = 0.1\n[gateway.routes.r]\ntargets = [{ provider = "fake", model = "fake:slow-1500" }]\n')
+    path.write_text(
+        '[gateway]\nreload_interval_s = 0.1\n[gateway.routes.r]\ntargets = [{ provider = "fake", model = "fake:slow-1500" }]\n'
+    )
     from keel.settings import load_settings
 
     s = load_settings(path)
@@ -286,7 +353,9 @@ def test_hot_reload_swaps_config_without_dropping_in_flight(keel_server, tmp_pat
     deadline = time.time() + 5
     while k.gateway.shared.retry_budget.active == 0 and time.time() < deadline:
         time.sleep(0.01)  # until the slow request is in flight
-    path.write_text('[gateway]\nreload_interval_s = 0.1\n[gateway.routes.r]\ntargets = [{ provider = "fake", model = "fake:text" }]\n')
+    path.write_text(
+        '[gateway]\nreload_interval_s = 0.1\n[gateway.routes.r]\ntargets = [{ provider = "fake", model = "fake:text" }]\n'
+    )
     deadline = time.time() + 5
     while k.gateway.snapshot.hash == old_hash and time.time() < deadline:
         time.sleep(0.05)
@@ -299,3 +368,121 @@ def test_hot_reload_swaps_config_without_dropping_in_flight(keel_server, tmp_pat
     time.sleep(0.5)
     assert k.gateway.reload_errors >= 1
     assert c.chat.completions.create(model="r", messages=MSG).model == "fake:text"
+
+
+# --- cache integration ------------------------------------------------------------------------
+
+
+def test_exact_cache_hits_are_per_tenant_and_recorded():
+    from keel.gateway.cache import ExactCache
+
+    written: list[Any] = []
+    gw = Gateway(
+        {
+            "routes": {
+                "c": {
+                    "targets": [{"provider": "fake", "model": "fake:echo"}],
+                    "cache": {"exact": True, "ttl_s": 60},
+                }
+            }
+        },
+        sink=written.extend,
+        cache=ExactCache(),
+    )
+
+    async def go() -> None:
+        await gw.start()
+        body = {"model": "c", "messages": [{"role": "user", "content": "cache me"}]}
+        a = await gw.chat(dict(body), project_id="p1", key=None)
+        b = await gw.chat(dict(body), project_id="p1", key=None)
+        other = await gw.chat(dict(body), project_id="p2", key=None)
+        assert a["id"] == b["id"] != other["id"]  # p2 did not get p1's cached answer
+        chunks = [c async for c in gw.stream({**body, "stream": True}, project_id="p1", key=None)]
+        assert (
+            "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+            == "cache me"
+        )
+        await gw.close()
+
+    run(go())
+    hits = [s.attributes["keel.cache.hit"] for s, _ in written]
+    assert hits == [False, True, False, True]
+
+
+# --- prompt routes ------------------------------------------------------------------------------
+
+
+def test_route_renders_a_registry_prompt_and_follows_label_moves():
+    from keel.core.prompts import PromptContent, PromptMessage
+    from keel.gateway.prompting import RegistryPromptResolver
+    from keel.prompts.registry import PromptRegistry
+    from keel.storage import open_store
+
+    store = open_store("memory://")
+    proj = store.projects.add_project("prompts")
+    reg = PromptRegistry(store, guards=[])
+
+    def push(text: str) -> int:
+        content = PromptContent(
+            messages=[
+                PromptMessage(role="system", content="be kind"),
+                PromptMessage(role="user", content=text),
+            ]
+        )
+        pv, _ = reg.push(proj.id, "refund-agent", content)
+        return pv.version
+
+    v1 = push("Refund order {{order}} please")
+    reg.move_label(proj.id, "refund-agent", "production", v1, actor="test")
+    written: list[Any] = []
+    gw = Gateway(
+        {
+            "routes": {
+                "refund": {
+                    "targets": [{"provider": "fake", "model": "fake:echo"}],
+                    "prompt": "refund-agent@production",
+                }
+            }
+        },
+        sink=written.extend,
+        prompt_resolver=RegistryPromptResolver(reg, ttl_s=0.0),
+    )
+
+    async def go() -> list[str]:
+        await gw.start()
+        out = []
+        r = await gw.chat(
+            {"model": "refund", "variables": {"order": "A-17"}}, project_id=proj.id, key=None
+        )
+        out.append(r["choices"][0]["message"]["content"])
+        v2 = push("Please refund {{order}} today")
+        reg.move_label(proj.id, "refund-agent", "production", v2, actor="test")
+        r = await gw.chat(
+            {"model": "refund", "variables": {"order": "B-2"}}, project_id=proj.id, key=None
+        )
+        out.append(r["choices"][0]["message"]["content"])
+        with pytest.raises(Exception, match="order"):
+            await gw.chat({"model": "refund", "variables": {}}, project_id=proj.id, key=None)
+        await gw.close()
+        return out
+
+    assert run(go()) == ["Refund order A-17 please", "Please refund B-2 today"]
+    versions = [
+        (s.attributes.get("keel.prompt.name"), s.attributes.get("keel.prompt.version"))
+        for s, _ in written
+    ]
+    assert versions[:2] == [("refund-agent", v1), ("refund-agent", v1 + 1)]
+
+
+def test_docs_example_config_is_valid(monkeypatch):
+    import re
+    import tomllib
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "gateway.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", doc, re.S).group(1)
+    for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AZURE_OPENAI_API_KEY"):
+        monkeypatch.setenv(var, "sk-doc")
+    gw = Gateway(tomllib.loads(block)["gateway"])
+    assert set(gw.snapshot.routes) == {"support", "refunds"}
+    assert "openai/gpt-4o" in gw.models()

@@ -40,7 +40,7 @@ class KeelServer:
 
     def wait_trace(self, trace_id: str, min_spans: int = 1, timeout: float = 15.0) -> Trace:
         """Flush the SDK and wait until the trace is stored with at least ``min_spans``."""
-        keel.sdk.tracing.flush()
+        keel.flush()
         deadline = time.monotonic() + timeout
         last: Trace | None = None
         while time.monotonic() < deadline:
@@ -51,7 +51,7 @@ class KeelServer:
             except Exception:
                 pass
             time.sleep(0.1)
-            keel.sdk.tracing.flush()
+            keel.flush()
         raise AssertionError(f"trace {trace_id} not stored in time (got {last})")
 
 
@@ -111,7 +111,13 @@ def keel_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeelServer
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level=os.environ.get("KEEL_TEST_LOG", "warning"), lifespan="on")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level=os.environ.get("KEEL_TEST_LOG", "warning"),
+            lifespan="on",
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from conftest import KeelServer, llm_calls, trace_id_of
 
 import keel
+from conftest import KeelServer, llm_calls, trace_id_of
 
 anthropic = pytest.importorskip("anthropic")
 

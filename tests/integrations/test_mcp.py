@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import KeelServer, trace_id_of
 
 import keel
+from conftest import KeelServer, trace_id_of
 from keel.otlp.dialects import to_llm_call
 
 mcp = pytest.importorskip("mcp")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import KeelServer, llm_calls, trace_id_of
 
 import keel
+from conftest import KeelServer, llm_calls, trace_id_of
 
 openai = pytest.importorskip("openai")
 
@@ -50,7 +50,7 @@ def test_openai_chat_tools_and_stream(instrumented: KeelServer, fake_llm) -> Non
     trace = instrumented.wait_trace(trace_id_of(root), min_spans=4)
     calls = llm_calls(trace)
     assert len(calls) == 2
-    (s1, first), (s2, second) = calls
+    (s1, first), (_, second) = calls
     assert first.dialect == "openinference"
     assert first.request_model == "gpt-4o-mini"
     assert first.response_model == "gpt-4o-mini-2024-07-18"
@@ -75,11 +75,10 @@ def test_openai_chat_tools_and_stream(instrumented: KeelServer, fake_llm) -> Non
 def test_openai_error_is_recorded(instrumented: KeelServer, fake_llm) -> None:
     keel.instrument("openai")
     client = openai.OpenAI(base_url=fake_llm.url, api_key="sk-fake", max_retries=0)
-    with keel.span("failing-step", kind="chain") as root:
-        with pytest.raises(openai.InternalServerError):
-            client.chat.completions.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": "[error] please"}]
-            )
+    with keel.span("failing-step", kind="chain") as root, pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "[error] please"}]
+        )
     trace = instrumented.wait_trace(trace_id_of(root), min_spans=2)
     [(span, call)] = llm_calls(trace)
     assert span.status == "error"

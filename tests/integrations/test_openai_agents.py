@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from conftest import KeelServer, llm_calls
 
 import keel
+from conftest import KeelServer, llm_calls
 from keel.otlp.dialects import to_llm_call
 
 agents = pytest.importorskip("agents")
@@ -32,7 +32,7 @@ def test_agent_with_tool(instrumented: KeelServer, fake_llm) -> None:
     result = Runner.run_sync(agent, "What is the weather in Paris today?")
     assert result.final_output == "It is sunny in Paris."
 
-    keel.sdk.tracing.flush()
+    keel.flush()
     page = instrumented.store.spans.list_traces(instrumented.project_id, limit=20)
     trace = None
     for summary in page.items:

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from keel.core import semconv
+from keel.core.prompts import PromptContent
 from keel.errors import NotFoundError, UnavailableError
 from keel.prompts.guards import AllowAll
 from keel.prompts.registry import PromptRegistry
@@ -49,9 +50,7 @@ def keel_server(tmp_path) -> Iterator[Running]:
     reg.push(
         proj.id,
         "footer",
-        __import__("keel.core.prompts", fromlist=["x"]).PromptContent(
-            type="text", template="-- {{shop}}"
-        ),
+        PromptContent(type="text", template="-- {{shop}}"),
     )
     reg.move_label(proj.id, "footer", "production", 1, actor="t")
     app = create_app(Settings(), store)

@@ -23,11 +23,14 @@ sys.path.insert(0, str(FIXTURES))
 
 from otlp_decode import decode_spans  # noqa: E402
 
+from keel.otlp.decode import decode_json, decode_protobuf  # noqa: E402
+
 DIALECTS = sorted(p.parent.name for p in FIXTURES.glob("*/expected.json"))
 CASES = [
-    (d, scen)
+    (d, scen, enc)
     for d in DIALECTS
     for scen in json.loads((FIXTURES / d / "expected.json").read_text())["scenarios"]
+    for enc in ("pb", "json")
 ]
 
 
@@ -42,8 +45,11 @@ def _msg_view(m: Message) -> dict[str, Any]:
     return out
 
 
-def _model_calls(dialect: str, scen: str) -> list[LlmCall]:
-    spans = decode_spans((FIXTURES / dialect / f"{scen}.pb").read_bytes())
+def _model_calls(dialect: str, scen: str, enc: str = "pb") -> list[LlmCall]:
+    """Decode the payload with Keel's own OTLP decoder and read the model calls."""
+    body = (FIXTURES / dialect / f"{scen}.{enc}").read_bytes()
+    batch = decode_protobuf(body) if enc == "pb" else decode_json(body)
+    spans = sorted(batch.spans, key=lambda s: s.start_time_ns)
     calls = [c for s in spans if (c := to_llm_call(s)) is not None]
     calls = [c for c in calls if c.operation in MODEL_OPERATIONS]
     return calls
@@ -57,18 +63,23 @@ def test_corpus_is_present() -> None:
     assert {"otel_genai", "openinference", "openllmetry", "langfuse"} <= set(DIALECTS)
 
 
-@pytest.mark.parametrize(("dialect", "scen"), CASES, ids=[f"{d}-{s}" for d, s in CASES])
-def test_fixture_normalizes(dialect: str, scen: str) -> None:
+@pytest.mark.parametrize(
+    ("dialect", "scen", "enc"), CASES, ids=[f"{d}-{s}-{e}" for d, s, e in CASES]
+)
+def test_fixture_normalizes(dialect: str, scen: str, enc: str) -> None:
     spec = json.loads((FIXTURES / dialect / "expected.json").read_text())["scenarios"][scen]
     skip = set(spec["not_emitted"])
-    calls = _model_calls(dialect, scen)
+    calls = _model_calls(dialect, scen, enc)
     expected = spec["llm_calls"]
     if len(calls) > len(expected):
         # Logfire writes a request span and, for streams, a separate log span with the answer
         calls = [c for c in calls if _completed(c)]
     assert len(calls) == len(expected)
     for got, want in zip(calls, expected, strict=True):
-        assert got.dialect == (dialect.split("_legacy")[0] if dialect != "otel_genai" else "otel_genai")
+        assert LlmCall.model_validate(got.model_dump()) == got  # built without validation
+        assert got.dialect == (
+            dialect.split("_legacy")[0] if dialect != "otel_genai" else "otel_genai"
+        )
         view = {
             "operation": got.operation,
             "provider": got.provider,
@@ -87,7 +98,9 @@ def test_fixture_normalizes(dialect: str, scen: str) -> None:
                 continue
             assert view[key] == value, f"{dialect}/{scen}: {key}"
         if want["error"]:
-            assert got.error_type and "InternalServerError" in got.error_type or "error_type" in skip
+            assert (
+                got.error_type and "InternalServerError" in got.error_type
+            ) or "error_type" in skip
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)

@@ -238,7 +238,7 @@ def test_in_process_submit_sets_project_and_stops_cleanly():
         writer.submit("prj_x", agent_trace("late"))
 
 
-def test_forwarding_to_another_collector(tmp_path):
+def test_forwarding_to_another_collector(tmp_path, monkeypatch):
     """Everything accepted is passed on, byte for byte, to a second OTLP receiver."""
     import uvicorn
     from starlette.applications import Starlette
@@ -265,7 +265,8 @@ def test_forwarding_to_another_collector(tmp_path):
             time.sleep(0.05)
         settings = Settings()
         settings.tracing.forward_endpoint = f"http://127.0.0.1:{port}/v1/traces"
-        settings.tracing.forward_headers = {"x-token": "abc"}
+        settings.tracing.forward_headers = {"x-token": "env:KEEL_TEST_FWD_TOKEN"}
+        monkeypatch.setenv("KEEL_TEST_FWD_TOKEN", "abc")
         store = open_store(f"sqlite:///{tmp_path}/fwd.db")
         with TestClient(create_app(settings, store)) as c:
             pb = encode_protobuf(agent_trace("fwd1"))
@@ -332,3 +333,38 @@ def test_cyclic_and_very_deep_span_chains_are_served(env):
     assert count(r.json()["spans"]) == 400
     r = c.get(f"/api/traces/{hexid('cyc', 16)}", headers=h)
     assert r.status_code == 200 and count(r.json()["spans"]) >= 1
+
+
+def test_a_poison_request_fails_alone_in_a_group_commit():
+    """When a batch fails for a reason other than an outage, items are retried one by one."""
+    from keel.errors import ConflictError, StoreError
+
+    store = open_store("memory://")
+    original = store.spans.add_spans
+    blocked = threading.Event()
+    release = threading.Event()
+
+    def add(records):
+        if any(r.span.name == "poison" for r in records):
+            raise ConflictError("bad row")
+        if any(r.span.name == "first" for r in records):
+            blocked.set()
+            release.wait(5)
+        return original(records)
+
+    store.spans.add_spans = add
+    writer = IngestWriter(store, pricer=None)
+    writer.start()
+    try:
+        first = writer.submit("default", [llm_span("p0", "first")])
+        assert blocked.wait(5)  # the writer is busy: the next three queue into one batch
+        good1 = writer.submit("default", agent_trace("p1"))
+        bad = writer.submit("default", [llm_span("p2", "poison")])
+        good2 = writer.submit("default", agent_trace("p3"))
+        release.set()
+        assert first.result(5) == 1 and good1.result(5) == 4 and good2.result(5) == 4
+        with pytest.raises(StoreError):
+            bad.result(5)
+        assert store.spans.count_spans() == 9
+    finally:
+        writer.stop()

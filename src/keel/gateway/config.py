@@ -64,9 +64,14 @@ class ProviderConfig(_Strict):
         if self.type in ("azure_openai", "openai_compatible") and not self.base_url:
             raise ValueError(f"a provider of type {self.type} needs base_url")
         if self.base_url:
-            check_base_url(self.base_url, allow_private=self.allow_private_network or self.type == "openai_compatible")
+            check_base_url(
+                self.base_url,
+                allow_private=self.allow_private_network or self.type == "openai_compatible",
+            )
         if self.api_key and not self.api_key.startswith("env:"):
-            raise ValueError("api_key must be a reference like 'env:OPENAI_API_KEY', not the key itself")
+            raise ValueError(
+                "api_key must be a reference like 'env:OPENAI_API_KEY', not the key itself"
+            )
         return self
 
 
@@ -118,16 +123,22 @@ class RouteConfig(_Strict):
     targets: list[TargetConfig] = Field(min_length=1)
     strategy: Literal["weighted", "fallback", "cost", "latency"] = "weighted"
     sticky: str = Field("user", description="'user', 'header:<name>', or 'none'")
-    fallback: list[str] = Field(default_factory=list, description="routes or provider/model targets")
+    fallback: list[str] = Field(
+        default_factory=list, description="routes or provider/model targets"
+    )
     retries: int = Field(1, ge=0, le=10)
     backoff_ms: float = Field(100.0, ge=0)
     max_backoff_ms: float = Field(2000.0, ge=0)
     retry_after_cap_s: float = Field(30.0, ge=0)
     timeout_s: float | None = Field(None, gt=0, description="whole-request deadline")
-    ttft_timeout_s: float | None = Field(None, gt=0, description="fail over when no first token by then")
+    ttft_timeout_s: float | None = Field(
+        None, gt=0, description="fail over when no first token by then"
+    )
     circuit_breaker: BreakerConfig | None = Field(default_factory=BreakerConfig)
     mirror: MirrorConfig | None = None
-    prompt: str | None = Field(None, description="'name@label' or 'name:version' from the prompt registry")
+    prompt: str | None = Field(
+        None, description="'name@label' or 'name:version' from the prompt registry"
+    )
     cache: CacheConfig = Field(default_factory=CacheConfig)
 
 
@@ -144,8 +155,12 @@ class GatewayConfig(_Strict):
     retry_budget_min: int = Field(3, ge=0)
     max_mirror_in_flight: int = Field(32, ge=0)
     reload_interval_s: float = Field(1.0, ge=0, description="0 disables hot reload")
-    direct_models: bool = Field(True, description="serve fake:* / local:* / provider/model names directly")
-    limits: dict[str, Any] = Field(default_factory=dict, description="passed to keel.gateway.limits")
+    direct_models: bool = Field(
+        True, description="serve fake:* / local:* / provider/model names directly"
+    )
+    limits: dict[str, Any] = Field(
+        default_factory=dict, description="passed to keel.gateway.limits"
+    )
 
     @model_validator(mode="after")
     def _refs(self) -> GatewayConfig:
@@ -163,7 +178,9 @@ class GatewayConfig(_Strict):
                     continue
                 prov = ref.split("/", 1)[0] if "/" in ref else ref.split(":", 1)[0]
                 if prov not in known:
-                    raise ValueError(f"route '{rname}' refers to '{ref}', which is neither a route nor provider/model")
+                    raise ValueError(
+                        f"route '{rname}' refers to '{ref}', which is neither a route nor provider/model"
+                    )
         return self
 
 
@@ -177,7 +194,9 @@ def check_base_url(url: str, *, allow_private: bool) -> None:
         ip = ipaddress.ip_address(host)
     except ValueError:
         if host in ("localhost",) and not allow_private:
-            raise ValueError("base_url points at localhost; set allow_private_network = true") from None
+            raise ValueError(
+                "base_url points at localhost; set allow_private_network = true"
+            ) from None
         return
     if ip.is_link_local or ip.is_multicast or ip.is_unspecified:
         raise ValueError(f"base_url host {host} is not allowed")

@@ -34,10 +34,14 @@ def _behaviour(model: str) -> str:
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
 
 
-def _openai_error(status: int, message: str, code: str | None = None, etype: str = "server_error") -> dict[str, Any]:
+def _openai_error(
+    status: int, message: str, code: str | None = None, etype: str = "server_error"
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": etype, "param": None, "code": code}}
 
 
@@ -58,8 +62,16 @@ async def _fault(request: web.Request, model: str, anthropic: bool) -> web.Strea
         if len(parts) >= 4 and parts[2] == "retry":
             headers["Retry-After"] = parts[3]
         if anthropic:
-            et = {529: "overloaded_error", 429: "rate_limit_error", 401: "authentication_error"}.get(status, "api_error")
-            return _json({"type": "error", "error": {"type": et, "message": f"mock {status}"}}, status, headers)
+            et = {
+                529: "overloaded_error",
+                429: "rate_limit_error",
+                401: "authentication_error",
+            }.get(status, "api_error")
+            return _json(
+                {"type": "error", "error": {"type": et, "message": f"mock {status}"}},
+                status,
+                headers,
+            )
         etype = {429: "rate_limit_error", 401: "invalid_request_error"}.get(status, "server_error")
         return _json(_openai_error(status, f"mock upstream {status}", etype=etype), status, headers)
     if parts[0] == "down" and len(parts) == 2:
@@ -81,20 +93,42 @@ async def _fault(request: web.Request, model: str, anthropic: bool) -> web.Strea
         await asyncio.sleep(3600)
     if b == "context-length":
         if anthropic:
-            return _json({"type": "error", "error": {"type": "invalid_request_error", "message": "prompt is too long: 300000 tokens > 200000 maximum"}}, 400)
+            return _json(
+                {
+                    "type": "error",
+                    "error": {
+                        "type": "invalid_request_error",
+                        "message": "prompt is too long: 300000 tokens > 200000 maximum",
+                    },
+                },
+                400,
+            )
         return _json(
-            _openai_error(400, "This model's maximum context length is 8192 tokens.", "context_length_exceeded", "invalid_request_error"), 400
+            _openai_error(
+                400,
+                "This model's maximum context length is 8192 tokens.",
+                "context_length_exceeded",
+                "invalid_request_error",
+            ),
+            400,
         )
     if b == "content-filter":
         return _json(
-            _openai_error(400, "The response was filtered due to the prompt triggering content management policy.", "content_filter", "invalid_request_error"),
+            _openai_error(
+                400,
+                "The response was filtered due to the prompt triggering content management policy.",
+                "content_filter",
+                "invalid_request_error",
+            ),
             400,
         )
     return None
 
 
 async def _sse(request: web.Request) -> web.StreamResponse:
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    resp = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
     await resp.prepare(request)
     return resp
 
@@ -120,7 +154,19 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
         seq = seq[:-1]
     resp = await _sse(request)
     if b == "error-event":
-        await resp.write(b"data: " + orjson.dumps({"error": {"message": "mock upstream failed", "type": "server_error", "code": "server_error"}}) + b"\n\n")
+        await resp.write(
+            b"data: "
+            + orjson.dumps(
+                {
+                    "error": {
+                        "message": "mock upstream failed",
+                        "type": "server_error",
+                        "code": "server_error",
+                    }
+                }
+            )
+            + b"\n\n"
+        )
         await resp.write_eof()
         return resp
     if b.startswith("slow-"):
@@ -149,7 +195,9 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-def _anthropic_events(model: str, text: str | None, tools: list[dict[str, Any]] | None, body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def _anthropic_events(
+    model: str, text: str | None, tools: list[dict[str, Any]] | None, body: dict[str, Any]
+) -> list[tuple[str, dict[str, Any]]]:
     ev: list[tuple[str, dict[str, Any]]] = [
         (
             "message_start",
@@ -162,29 +210,85 @@ def _anthropic_events(model: str, text: str | None, tools: list[dict[str, Any]] 
                     "model": model,
                     "content": [],
                     "stop_reason": None,
-                    "usage": {"input_tokens": 10, "output_tokens": 1, "cache_read_input_tokens": 4, "cache_creation_input_tokens": 2},
+                    "usage": {
+                        "input_tokens": 10,
+                        "output_tokens": 1,
+                        "cache_read_input_tokens": 4,
+                        "cache_creation_input_tokens": 2,
+                    },
                 },
             },
         )
     ]
     idx = 0
     if text is not None:
-        ev.append(("content_block_start", {"type": "content_block_start", "index": idx, "content_block": {"type": "text", "text": ""}}))
+        ev.append(
+            (
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": idx,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            )
+        )
         for w in text.split(" "):
-            ev.append(("content_block_delta", {"type": "content_block_delta", "index": idx, "delta": {"type": "text_delta", "text": w + " "}}))
+            ev.append(
+                (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": idx,
+                        "delta": {"type": "text_delta", "text": w + " "},
+                    },
+                )
+            )
         ev.append(("content_block_stop", {"type": "content_block_stop", "index": idx}))
         idx += 1
     for tc in tools or ():
         ev.append(
-            ("content_block_start", {"type": "content_block_start", "index": idx, "content_block": {"type": "tool_use", "id": tc["id"], "name": tc["function"]["name"], "input": {}}})
+            (
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": idx,
+                    "content_block": {
+                        "type": "tool_use",
+                        "id": tc["id"],
+                        "name": tc["function"]["name"],
+                        "input": {},
+                    },
+                },
+            )
         )
         args = tc["function"]["arguments"]
         for k in range(0, len(args), 7):
-            ev.append(("content_block_delta", {"type": "content_block_delta", "index": idx, "delta": {"type": "input_json_delta", "partial_json": args[k : k + 7]}}))
+            ev.append(
+                (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": idx,
+                        "delta": {"type": "input_json_delta", "partial_json": args[k : k + 7]},
+                    },
+                )
+            )
         ev.append(("content_block_stop", {"type": "content_block_stop", "index": idx}))
         idx += 1
     ev.append(("ping", {"type": "ping"}))
-    ev.append(("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use" if tools else "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 7}}))
+    ev.append(
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {
+                    "stop_reason": "tool_use" if tools else "end_turn",
+                    "stop_sequence": None,
+                },
+                "usage": {"output_tokens": 7},
+            },
+        )
+    )
     ev.append(("message_stop", {"type": "message_stop"}))
     return ev
 
@@ -195,7 +299,16 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
     model = str(body.get("model"))
     request.app[LOG_KEY].append((model, time.monotonic()))
     if request.headers.get("anthropic-version") is None or "max_tokens" not in body:
-        return _json({"type": "error", "error": {"type": "invalid_request_error", "message": "missing anthropic-version or max_tokens"}}, 400)
+        return _json(
+            {
+                "type": "error",
+                "error": {
+                    "type": "invalid_request_error",
+                    "message": "missing anthropic-version or max_tokens",
+                },
+            },
+            400,
+        )
     b = _behaviour(model)
     fault = await _fault(request, model, anthropic=True)
     if fault is not None:
@@ -208,10 +321,19 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
                     last = blk.get("text", "")
                 elif blk.get("type") == "tool_result":
                     last = "tool said: " + str(blk.get("content"))
-    tools = None
+    tools: list[dict[str, Any]] | None = None
     text: str | None = last
     if b == "tool" and body.get("tools"):
-        tools = [{"id": "toolu_mock", "type": "function", "function": {"name": body["tools"][0]["name"], "arguments": orjson.dumps({"query": last}).decode()}}]
+        tools = [
+            {
+                "id": "toolu_mock",
+                "type": "function",
+                "function": {
+                    "name": body["tools"][0]["name"],
+                    "arguments": orjson.dumps({"query": last}).decode(),
+                },
+            }
+        ]
         text = None
     if b == "system":
         text = str(body.get("system"))
@@ -220,7 +342,14 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
         if text is not None:
             content.append({"type": "text", "text": text})
         for tc in tools or ():
-            content.append({"type": "tool_use", "id": tc["id"], "name": tc["function"]["name"], "input": orjson.loads(tc["function"]["arguments"])})
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": tc["id"],
+                    "name": tc["function"]["name"],
+                    "input": orjson.loads(tc["function"]["arguments"]),
+                }
+            )
         return _json(
             {
                 "id": "msg_mock",
@@ -230,7 +359,12 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
                 "content": content,
                 "stop_reason": "tool_use" if tools else "end_turn",
                 "stop_sequence": None,
-                "usage": {"input_tokens": 10, "output_tokens": 7, "cache_read_input_tokens": 4, "cache_creation_input_tokens": 2},
+                "usage": {
+                    "input_tokens": 10,
+                    "output_tokens": 7,
+                    "cache_read_input_tokens": 4,
+                    "cache_creation_input_tokens": 2,
+                },
             }
         )
     if b in ("cut", "abort"):
@@ -241,7 +375,16 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
             await resp.write_eof()
             return resp
         if b == "overloaded-mid" and i == 3:
-            await resp.write(b"event: error\ndata: " + orjson.dumps({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}) + b"\n\n")
+            await resp.write(
+                b"event: error\ndata: "
+                + orjson.dumps(
+                    {
+                        "type": "error",
+                        "error": {"type": "overloaded_error", "message": "Overloaded"},
+                    }
+                )
+                + b"\n\n"
+            )
             await resp.write_eof()
             return resp
         await resp.write(f"event: {name}\n".encode() + b"data: " + orjson.dumps(data) + b"\n\n")
@@ -259,8 +402,18 @@ async def embeddings(request: web.Request) -> web.Response:
         return fault  # type: ignore[return-value]
     inputs = body.get("input")
     items = inputs if isinstance(inputs, list) else [inputs]
-    data = [{"object": "embedding", "embedding": [float(len(str(x))), 1.0, 0.5], "index": i} for i, x in enumerate(items)]
-    return _json({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": len(items), "total_tokens": len(items)}})
+    data = [
+        {"object": "embedding", "embedding": [float(len(str(x))), 1.0, 0.5], "index": i}
+        for i, x in enumerate(items)
+    ]
+    return _json(
+        {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": len(items), "total_tokens": len(items)},
+        }
+    )
 
 
 def make_app() -> web.Application:

@@ -20,8 +20,12 @@ def model_price(provider_type: str, model: str) -> tuple[float, float, int | Non
     except ImportError:  # pragma: no cover - a declared dependency
         return None
     try:
-        pin = calc_price(Usage(input_tokens=MTOK, output_tokens=0), model_ref=model, provider_id=pid)
-        pout = calc_price(Usage(input_tokens=0, output_tokens=MTOK), model_ref=model, provider_id=pid)
+        pin = calc_price(
+            Usage(input_tokens=MTOK, output_tokens=0), model_ref=model, provider_id=pid
+        )
+        pout = calc_price(
+            Usage(input_tokens=0, output_tokens=MTOK), model_ref=model, provider_id=pid
+        )
     except Exception:  # unknown model / provider: no price
         return None
     cw: Any = getattr(pin.model, "context_window", None)
@@ -32,4 +36,6 @@ def cost_usd(price: tuple[float, float] | None, usage: dict[str, Any] | None) ->
     """Cost of one answer's usage (cache reads priced like input: an upper bound)."""
     if price is None or not usage:
         return None
-    return price[0] * int(usage.get("prompt_tokens") or 0) + price[1] * int(usage.get("completion_tokens") or 0)
+    return price[0] * int(usage.get("prompt_tokens") or 0) + price[1] * int(
+        usage.get("completion_tokens") or 0
+    )

@@ -12,22 +12,35 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keel.errors import ConfigError, NotFoundError
-from keel.gateway.config import GatewayConfig, ProviderConfig, RouteConfig, TargetConfig, config_hash
+from keel.gateway.config import (
+    GatewayConfig,
+    ProviderConfig,
+    RouteConfig,
+    TargetConfig,
+    config_hash,
+)
 from keel.gateway.policies.breaker import BreakerState, CircuitBreaker
 from keel.gateway.policies.chain import Chain, CostOrder, FallbackOrder, LatencyOrder, WeightedOrder
 from keel.gateway.policies.mirror import Mirror, MirrorPool, MirrorRecorder
 from keel.gateway.policies.retry import Retry, RetryBudget
-from keel.gateway.policies.target import TargetInfo, Targeted
+from keel.gateway.policies.target import Targeted, TargetInfo
 from keel.gateway.pricing import model_price
 from keel.gateway.provider import Provider
 from keel.gateway.providers.anthropic import AnthropicProvider
 from keel.gateway.providers.fake import FakeProvider
 from keel.gateway.providers.http import HttpClient, Timeouts
 from keel.gateway.providers.local import LocalProvider
-from keel.gateway.providers.openai import AzureOpenAIProvider, OpenAICompatibleProvider, OpenAIProvider
+from keel.gateway.providers.openai import (
+    AzureOpenAIProvider,
+    OpenAICompatibleProvider,
+    OpenAIProvider,
+)
 from keel.settings import resolve_secret
 
-DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com/v1"}
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com/v1",
+}
 MAX_DIRECT = 1024
 
 
@@ -76,11 +89,21 @@ def build_provider(name: str, cfg: ProviderConfig, shared: Shared, gw: GatewayCo
         read_s=cfg.read_timeout_s or gw.read_timeout_s,
         idle_s=cfg.idle_timeout_s or gw.idle_timeout_s,
     )
-    common: dict[str, Any] = {"api_key": key, "http": shared.http, "models": cfg.models, "headers": cfg.headers, "timeouts": timeouts}
+    common: dict[str, Any] = {
+        "api_key": key,
+        "http": shared.http,
+        "models": cfg.models,
+        "headers": cfg.headers,
+        "timeouts": timeouts,
+    }
     if cfg.type == "anthropic":
-        return AnthropicProvider(name, base_url=cfg.base_url or DEFAULT_BASE_URLS["anthropic"], **common)
+        return AnthropicProvider(
+            name, base_url=cfg.base_url or DEFAULT_BASE_URLS["anthropic"], **common
+        )
     if cfg.type == "azure_openai":
-        return AzureOpenAIProvider(name, base_url=str(cfg.base_url), api_version=cfg.api_version, **common)
+        return AzureOpenAIProvider(
+            name, base_url=str(cfg.base_url), api_version=cfg.api_version, **common
+        )
     if cfg.type == "openai_compatible":
         return OpenAICompatibleProvider(name, base_url=str(cfg.base_url), **common)
     if cfg.type == "openai" and key is None:
@@ -91,7 +114,9 @@ def build_provider(name: str, cfg: ProviderConfig, shared: Shared, gw: GatewayCo
 class RouterSnapshot:
     """Immutable routing state for one effective configuration."""
 
-    def __init__(self, cfg: GatewayConfig, shared: Shared, record_mirror: MirrorRecorder | None = None) -> None:
+    def __init__(
+        self, cfg: GatewayConfig, shared: Shared, record_mirror: MirrorRecorder | None = None
+    ) -> None:
         self.config = cfg
         self.hash = config_hash(cfg)
         self.shared = shared
@@ -113,8 +138,16 @@ class RouterSnapshot:
     def _info(self, t: TargetConfig) -> TargetInfo:
         ptype = self.provider_types[t.provider]
         price = model_price(ptype, t.model)
-        inp = t.input_price_per_mtok / 1e6 if t.input_price_per_mtok is not None else (price[0] if price else None)
-        out = t.output_price_per_mtok / 1e6 if t.output_price_per_mtok is not None else (price[1] if price else None)
+        inp = (
+            t.input_price_per_mtok / 1e6
+            if t.input_price_per_mtok is not None
+            else (price[0] if price else None)
+        )
+        out = (
+            t.output_price_per_mtok / 1e6
+            if t.output_price_per_mtok is not None
+            else (price[1] if price else None)
+        )
         if ptype == "fake" and inp is None:
             inp, out = 0.0, 0.0
         cw = t.context_window or (price[2] if price else None)
@@ -132,9 +165,16 @@ class RouterSnapshot:
         )
 
     def _leaf(self, info: TargetInfo, rc: RouteConfig | None) -> Provider:
-        p: Provider = Targeted(self.providers[info.provider], info, ttft_timeout_s=rc.ttft_timeout_s if rc else None)
+        p: Provider = Targeted(
+            self.providers[info.provider], info, ttft_timeout_s=rc.ttft_timeout_s if rc else None
+        )
         if rc is not None and rc.circuit_breaker is not None:
-            p = CircuitBreaker(p, self.shared.breaker(info.key), failures=rc.circuit_breaker.failures, cooldown_s=rc.circuit_breaker.cooldown_s)
+            p = CircuitBreaker(
+                p,
+                self.shared.breaker(info.key),
+                failures=rc.circuit_breaker.failures,
+                cooldown_s=rc.circuit_breaker.cooldown_s,
+            )
         if rc is not None and rc.retries > 0:
             p = Retry(
                 p,
@@ -161,7 +201,11 @@ class RouterSnapshot:
         rc = self.config.routes[rname]
         infos = [self._info(t) for t in rc.targets]
         leaves = [self._leaf(i, rc) for i in infos]
-        prices = {i.key: (i.input_price or 0.0, i.output_price or 0.0) for i in infos if i.input_price is not None}
+        prices = {
+            i.key: (i.input_price or 0.0, i.output_price or 0.0)
+            for i in infos
+            if i.input_price is not None
+        }
         on_latency = None
         if rc.strategy == "weighted":
             order: Any = WeightedOrder(rname, infos)
@@ -188,8 +232,18 @@ class RouterSnapshot:
             main = Chain(rname, chain, FallbackOrder(len(chain)))
         if rc.mirror is not None and self._record_mirror is not None:
             ref = rc.mirror.target
-            shadow = self._route(ref, building).provider if ref in self.config.routes else self._leaf(self._info(self._ref_target(ref)), None)
-            main = Mirror(main, shadow, sample=rc.mirror.sample, pool=self.shared.mirror_pool, record=self._record_mirror)
+            shadow = (
+                self._route(ref, building).provider
+                if ref in self.config.routes
+                else self._leaf(self._info(self._ref_target(ref)), None)
+            )
+            main = Mirror(
+                main,
+                shadow,
+                sample=rc.mirror.sample,
+                pool=self.shared.mirror_pool,
+                record=self._record_mirror,
+            )
         sticky_header = rc.sticky[7:].lower() if rc.sticky.startswith("header:") else None
         rt = RouteRuntime(
             name=rname,
@@ -213,11 +267,19 @@ class RouterSnapshot:
         if self.config.direct_models:
             info: TargetInfo | None = None
             if model.startswith("fake:"):
-                info = TargetInfo(key=model, provider="fake", model=model, input_price=0.0, output_price=0.0)
+                info = TargetInfo(
+                    key=model, provider="fake", model=model, input_price=0.0, output_price=0.0
+                )
             elif model.startswith("local:"):
                 if model != "local:smollm2":
-                    raise NotFoundError(f"model '{model}' does not exist", code="model_not_found", hint="local:smollm2 is the bundled local model")
-                info = TargetInfo(key=model, provider="local", model=model, input_price=0.0, output_price=0.0)
+                    raise NotFoundError(
+                        f"model '{model}' does not exist",
+                        code="model_not_found",
+                        hint="local:smollm2 is the bundled local model",
+                    )
+                info = TargetInfo(
+                    key=model, provider="local", model=model, input_price=0.0, output_price=0.0
+                )
             elif "/" in model and model.split("/", 1)[0] in self.config.providers:
                 info = self._info(self._ref_target(model))
             if info is not None:
@@ -225,7 +287,9 @@ class RouterSnapshot:
                     name=model,
                     provider=Targeted(self.providers[info.provider], info),
                     config=None,
-                    prices={info.key: (info.input_price or 0.0, info.output_price or 0.0)} if info.input_price is not None else {},
+                    prices={info.key: (info.input_price or 0.0, info.output_price or 0.0)}
+                    if info.input_price is not None
+                    else {},
                     timeout_s=self.config.timeout_s,
                 )
                 if len(self._direct) >= MAX_DIRECT:

@@ -19,7 +19,6 @@ from typing import Any
 from keel.core.projects import ApiKey
 from keel.errors import ConfigError, InvalidInputError, KeelError, ProviderError
 from keel.gateway.config import GatewayConfig, parse_gateway_config
-from keel.gateway.policies.mirror import MirrorRecorder
 from keel.gateway.pricing import cost_usd
 from keel.gateway.provider import Body, CacheHit, CacheScope, CallContext, Decision, provider_error
 from keel.gateway.providers.fake import chunks as fake_chunks
@@ -90,7 +89,9 @@ class Gateway:
         self.semantic_cache = semantic_cache
         self.limiter = limiter
         self.prompt_resolver = prompt_resolver
-        self.snapshot = RouterSnapshot(parse_gateway_config(raw_config), self.shared, self._record_mirror)
+        self.snapshot = RouterSnapshot(
+            parse_gateway_config(raw_config), self.shared, self._record_mirror
+        )
         self.reloads = 0
         self.reload_errors = 0
         self._reload_task: asyncio.Task[None] | None = None
@@ -155,7 +156,15 @@ class Gateway:
         return True
 
     # -- helpers --------------------------------------------------------------------------
-    def _context(self, rt: RouteRuntime, snap: RouterSnapshot, project_id: str, key: ApiKey | None, body: Body, headers: Any) -> CallContext:
+    def _context(
+        self,
+        rt: RouteRuntime,
+        snap: RouterSnapshot,
+        project_id: str,
+        key: ApiKey | None,
+        body: Body,
+        headers: Any,
+    ) -> CallContext:
         sticky = None
         if rt.sticky_header is not None and headers is not None:
             sticky = headers.get(rt.sticky_header)
@@ -175,7 +184,9 @@ class Gateway:
         if not isinstance(model, str) or not model:
             raise InvalidInputError("'model' is required", code="invalid_request")
         msgs = body.get("messages")
-        if not isinstance(msgs, list) or not msgs:
+        if msgs is None and isinstance(body.get("variables"), dict):
+            msgs = body["messages"] = []  # a prompt route renders the messages from variables
+        if not isinstance(msgs, list) or not (msgs or "variables" in body):
             raise InvalidInputError("'messages' must be a non-empty list")
         for m in msgs:
             if not isinstance(m, dict) or "role" not in m:
@@ -198,7 +209,9 @@ class Gateway:
                 code="prompt_unavailable",
                 retryable=False,
             )
-        rendered = await _maybe_await(self.prompt_resolver(ctx.project_id, ref, body.get("variables")))
+        rendered = await _maybe_await(
+            self.prompt_resolver(ctx.project_id, ref, body.get("variables"))
+        )
         d = ctx.decision
         d.prompt_name = getattr(rendered, "name", None)
         d.prompt_version = getattr(rendered, "version", None)
@@ -206,7 +219,9 @@ class Gateway:
         out = body.copy()
         msgs = list(getattr(rendered, "messages", []) or [])
         # The prompt's messages come first; the caller's messages (minus any system) follow.
-        out["messages"] = msgs + [m for m in body.get("messages") or () if m.get("role") not in ("system", "developer")]
+        out["messages"] = msgs + [
+            m for m in body.get("messages") or () if m.get("role") not in ("system", "developer")
+        ]
         extra = getattr(rendered, "params", None) or {}
         for k, v in extra.items():
             out.setdefault(k, v)
@@ -214,9 +229,16 @@ class Gateway:
 
     def _scope(self, rt: RouteRuntime, ctx: CallContext, model: str) -> CacheScope:
         pv = ctx.decision.prompt_version
-        return CacheScope(project_id=ctx.project_id, route=rt.name, model=model, prompt_version=str(pv) if pv is not None else None)
+        return CacheScope(
+            project_id=ctx.project_id,
+            route=rt.name,
+            model=model,
+            prompt_version=str(pv) if pv is not None else None,
+        )
 
-    async def _cache_lookup(self, rt: RouteRuntime, ctx: CallContext, body: Body, model: str) -> Body | None:
+    async def _cache_lookup(
+        self, rt: RouteRuntime, ctx: CallContext, body: Body, model: str
+    ) -> Body | None:
         cc = rt.config.cache if rt.config is not None else None
         if cc is None or not (cc.exact or cc.semantic):
             return None
@@ -235,7 +257,9 @@ class Gateway:
                 return hit.response
         return None
 
-    async def _cache_store(self, rt: RouteRuntime, ctx: CallContext, body: Body, model: str, resp: Body) -> None:
+    async def _cache_store(
+        self, rt: RouteRuntime, ctx: CallContext, body: Body, model: str, resp: Body
+    ) -> None:
         cc = rt.config.cache if rt.config is not None else None
         if cc is None:
             return
@@ -243,14 +267,16 @@ class Gateway:
         for enabled, cache in ((cc.exact, self.cache), (cc.semantic, self.semantic_cache)):
             if enabled and cache is not None:
                 try:
-                    await _maybe_await(cache.store(scope, body, resp))
+                    await _maybe_await(cache.store(scope, body, resp, ttl_s=cc.ttl_s))
                 except Exception:
                     log.warning("cache store failed", exc_info=True)
 
     async def _reserve(self, key: ApiKey | None, rt: RouteRuntime, model: str, body: Body) -> Any:
         if key is None or self.limiter is None:
             return None
-        self.limiter.check_access(key, route=rt.name if rt.config is not None else None, model=model)
+        self.limiter.check_access(
+            key, route=rt.name if rt.config is not None else None, model=model
+        )
         if not _has_limits(key):
             return None
         from keel.gateway.limits import estimate_tokens
@@ -262,11 +288,27 @@ class Gateway:
     def _price(self, rt: RouteRuntime, d: Decision) -> tuple[float, float] | None:
         return rt.prices.get(d.target or "") if d.target else None
 
-    def _record(self, kind: str, ctx: CallContext, body: Body, resp: Body | None, err: str | None, start_ns: int, trace: tuple[str | None, str | None]) -> None:
+    def _record(
+        self,
+        kind: str,
+        ctx: CallContext,
+        body: Body,
+        resp: Body | None,
+        err: str | None,
+        start_ns: int,
+        trace: tuple[str | None, str | None],
+    ) -> None:
         self.emitter.record((kind, ctx, body, resp, err, start_ns, now_ns(), trace[0], trace[1]))
 
     def _record_mirror(
-        self, ctx: CallContext, sd: Decision, body: Body, primary: Body | None, shadow: Body | None, err: str | None, seconds: float
+        self,
+        ctx: CallContext,
+        sd: Decision,
+        body: Body,
+        primary: Body | None,
+        shadow: Body | None,
+        err: str | None,
+        seconds: float,
     ) -> None:
         sctx = CallContext(project_id=ctx.project_id, key_id=ctx.key_id, decision=sd)
         sd.route = ctx.decision.route
@@ -274,17 +316,23 @@ class Gateway:
         if shadow is not None:
             usage_into(sd, shadow.get("usage"), None)
         end = now_ns()
-        self.emitter.record(("mirror", sctx, body, shadow, err, end - int(seconds * 1e9), end, None, None))
+        self.emitter.record(
+            ("mirror", sctx, body, shadow, err, end - int(seconds * 1e9), end, None, None)
+        )
 
     # -- chat -----------------------------------------------------------------------------
-    async def chat(self, body: Any, *, project_id: str, key: ApiKey | None, headers: Any = None) -> Body:
+    async def chat(
+        self, body: Any, *, project_id: str, key: ApiKey | None, headers: Any = None
+    ) -> Body:
         """A non-streaming chat completion."""
         start_ns = now_ns()
         model = self._check_chat(body)
         snap = self.snapshot
         rt = snap.resolve(model)
         ctx = self._context(rt, snap, project_id, key, body, headers)
-        trace = parse_traceparent(headers.get("traceparent")) if headers is not None else (None, None)
+        trace = (
+            parse_traceparent(headers.get("traceparent")) if headers is not None else (None, None)
+        )
         err: str | None = None
         resp: Body | None = None
         res = None
@@ -299,7 +347,11 @@ class Gateway:
                     async with asyncio.timeout(max(0.001, ctx.remaining())):
                         resp = await rt.provider.chat(req, ctx)
                 except TimeoutError:
-                    raise provider_error(f"no answer within the route's {rt.timeout_s:g} s deadline", status=None, code="upstream_timeout") from None
+                    raise provider_error(
+                        f"no answer within the route's {rt.timeout_s:g} s deadline",
+                        status=None,
+                        code="upstream_timeout",
+                    ) from None
                 finally:
                     budget.active -= 1
                 usage_into(ctx.decision, resp.get("usage"), self._price(rt, ctx.decision))
@@ -321,23 +373,31 @@ class Gateway:
             if err is not None and d.input_tokens is None:
                 await self.limiter.release(res)
             else:
-                await self.limiter.commit(res, (d.input_tokens or 0) + (d.output_tokens or 0), d.cost_usd or 0.0)
+                await self.limiter.commit(
+                    res, (d.input_tokens or 0) + (d.output_tokens or 0), d.cost_usd or 0.0
+                )
         except Exception:
             log.warning("limiter settle failed", exc_info=True)
 
-    def stream(self, body: Any, *, project_id: str, key: ApiKey | None, headers: Any = None) -> AsyncIterator[Body]:
+    def stream(
+        self, body: Any, *, project_id: str, key: ApiKey | None, headers: Any = None
+    ) -> AsyncIterator[Body]:
         """Chunks of a streaming chat completion (the first ``__anext__`` raises errors that
         happen before any output, so the HTTP layer can still answer with a status)."""
         return self._stream(body, project_id, key, headers)
 
-    async def _stream(self, body: Any, project_id: str, key: ApiKey | None, headers: Any) -> AsyncIterator[Body]:
+    async def _stream(
+        self, body: Any, project_id: str, key: ApiKey | None, headers: Any
+    ) -> AsyncIterator[Body]:
         start_ns = now_ns()
         t0 = time.monotonic()
         model = self._check_chat(body)
         snap = self.snapshot
         rt = snap.resolve(model)
         ctx = self._context(rt, snap, project_id, key, body, headers)
-        trace = parse_traceparent(headers.get("traceparent")) if headers is not None else (None, None)
+        trace = (
+            parse_traceparent(headers.get("traceparent")) if headers is not None else (None, None)
+        )
         d = ctx.decision
         err: str | None = None
         res = None
@@ -378,7 +438,11 @@ class Gateway:
         except TimeoutError:
             err = "upstream_timeout: the route's deadline passed"
             usage_into(d, acc.usage, self._price(rt, d))
-            raise provider_error(f"no complete answer within the route's {rt.timeout_s:g} s deadline", status=None, code="upstream_timeout") from None
+            raise provider_error(
+                f"no complete answer within the route's {rt.timeout_s:g} s deadline",
+                status=None,
+                code="upstream_timeout",
+            ) from None
         except KeelError as e:
             err = f"{e.code}: {e.message}"
             usage_into(d, acc.usage, self._price(rt, d))
@@ -390,10 +454,20 @@ class Gateway:
             budget.active -= 1
             if res is not None:
                 await self._settle(res, d, err)
-            self._record("chat", ctx, body, acc.completion(d.model or model) if acc.seen else None, err, start_ns, trace)
+            self._record(
+                "chat",
+                ctx,
+                body,
+                acc.completion(d.model or model) if acc.seen else None,
+                err,
+                start_ns,
+                trace,
+            )
 
     # -- embeddings / models ----------------------------------------------------------------
-    async def embed(self, body: Any, *, project_id: str, key: ApiKey | None, headers: Any = None) -> Body:
+    async def embed(
+        self, body: Any, *, project_id: str, key: ApiKey | None, headers: Any = None
+    ) -> Body:
         """Embeddings."""
         start_ns = now_ns()
         if not isinstance(body, dict) or not isinstance(body.get("model"), str):
@@ -409,7 +483,9 @@ class Gateway:
         out: Body | None = None
         try:
             if key is not None and self.limiter is not None:
-                self.limiter.check_access(key, route=rt.name if rt.config is not None else None, model=model)
+                self.limiter.check_access(
+                    key, route=rt.name if rt.config is not None else None, model=model
+                )
             async with asyncio.timeout(max(0.001, ctx.remaining())):
                 out = await rt.provider.embed(body, ctx)
             u = out.get("usage") or {}
@@ -419,7 +495,9 @@ class Gateway:
             err = f"{e.code}: {e.message}"
             raise
         finally:
-            self.emitter.record(("embeddings", ctx, {"model": model}, None, err, start_ns, now_ns(), None, None))
+            self.emitter.record(
+                ("embeddings", ctx, {"model": model}, None, err, start_ns, now_ns(), None, None)
+            )
 
     def models(self, key: ApiKey | None = None) -> list[str]:
         """Model names the caller may use."""
@@ -451,7 +529,7 @@ def _completion_chunks(resp: Body) -> list[Body]:
 class _Accumulator:
     """Rebuilds the answer of a stream (for the span, the cache and mirroring)."""
 
-    __slots__ = ("text", "tools", "finish", "usage", "seen", "finished", "id", "model")
+    __slots__ = ("finish", "finished", "id", "model", "seen", "text", "tools", "usage")
 
     def __init__(self) -> None:
         self.text: dict[int, list[str]] = {}
@@ -475,7 +553,10 @@ class _Accumulator:
             if delta.get("content"):
                 self.text.setdefault(i, []).append(delta["content"])
             for tc in delta.get("tool_calls") or ():
-                slot = self.tools.setdefault(i, {}).setdefault(tc.get("index", 0), {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+                slot = self.tools.setdefault(i, {}).setdefault(
+                    tc.get("index", 0),
+                    {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+                )
                 if tc.get("id"):
                     slot["id"] = tc["id"]
                 fn = tc.get("function") or {}
@@ -495,7 +576,13 @@ class _Accumulator:
             if i in self.tools:
                 msg["tool_calls"] = [self.tools[i][k] for k in sorted(self.tools[i])]
             choices.append({"index": i, "message": msg, "finish_reason": self.finish.get(i)})
-        return {"id": self.id, "object": "chat.completion", "model": self.model or model, "choices": choices, "usage": self.usage}
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "model": self.model or model,
+            "choices": choices,
+            "usage": self.usage,
+        }
 
 
 def load_gateway(settings: Any, **kw: Any) -> Gateway:

@@ -62,7 +62,11 @@ def _messages(body: Body) -> list[Message]:
                 content=c if isinstance(c, str) else None,
                 tool_call_id=m.get("tool_call_id"),
                 tool_calls=[
-                    ToolCall(id=t.get("id"), name=str((t.get("function") or {}).get("name", "")), arguments=(t.get("function") or {}).get("arguments"))
+                    ToolCall(
+                        id=t.get("id"),
+                        name=str((t.get("function") or {}).get("name", "")),
+                        arguments=(t.get("function") or {}).get("arguments"),
+                    )
                     for t in m.get("tool_calls") or ()
                     if isinstance(t, dict)
                 ],
@@ -84,7 +88,11 @@ def _outputs(resp: Body | None) -> tuple[list[Message], list[str]]:
                 content=m.get("content"),
                 finish_reason=ch.get("finish_reason"),
                 tool_calls=[
-                    ToolCall(id=t.get("id"), name=str((t.get("function") or {}).get("name", "")), arguments=(t.get("function") or {}).get("arguments"))
+                    ToolCall(
+                        id=t.get("id"),
+                        name=str((t.get("function") or {}).get("name", "")),
+                        arguments=(t.get("function") or {}).get("arguments"),
+                    )
                     for t in m.get("tool_calls") or ()
                 ],
             )
@@ -145,9 +153,13 @@ def build_span(p: Pending, service: str = "keel-gateway") -> tuple[Span, LlmCall
     if reasons:
         attrs["gen_ai.response.finish_reasons"] = reasons
     if inputs:
-        attrs[semconv.GEN_AI_INPUT_MESSAGES] = orjson.dumps([m.model_dump(exclude_none=True) for m in inputs]).decode()
+        attrs[semconv.GEN_AI_INPUT_MESSAGES] = orjson.dumps(
+            [m.model_dump(exclude_none=True) for m in inputs]
+        ).decode()
     if outputs:
-        attrs[semconv.GEN_AI_OUTPUT_MESSAGES] = orjson.dumps([m.model_dump(exclude_none=True) for m in outputs]).decode()
+        attrs[semconv.GEN_AI_OUTPUT_MESSAGES] = orjson.dumps(
+            [m.model_dump(exclude_none=True) for m in outputs]
+        ).decode()
     if err:
         attrs[semconv.ERROR_TYPE] = err.split(":", 1)[0]
     name = f"{op} {attrs.get(semconv.GEN_AI_REQUEST_MODEL)}"
@@ -177,7 +189,9 @@ def build_span(p: Pending, service: str = "keel-gateway") -> tuple[Span, LlmCall
         input_tokens=d.input_tokens,
         output_tokens=d.output_tokens,
         cached_tokens=d.cached_tokens,
-        total_tokens=(d.input_tokens or 0) + (d.output_tokens or 0) if d.input_tokens is not None else None,
+        total_tokens=(d.input_tokens or 0) + (d.output_tokens or 0)
+        if d.input_tokens is not None
+        else None,
         cost_usd=d.cost_usd,
         cost_source="genai-prices" if d.cost_usd is not None else None,
         ttft_ms=d.ttft_ms,
@@ -197,7 +211,14 @@ def build_span(p: Pending, service: str = "keel-gateway") -> tuple[Span, LlmCall
 class SpanEmitter:
     """Bounded, batched, off-thread span writing."""
 
-    def __init__(self, sink: Sink | None, *, max_pending: int = 50_000, interval_s: float = 0.2, batch: int = 2000) -> None:
+    def __init__(
+        self,
+        sink: Sink | None,
+        *,
+        max_pending: int = 50_000,
+        interval_s: float = 0.2,
+        batch: int = 2000,
+    ) -> None:
         self.sink = sink
         self.pending: deque[Pending] = deque()
         self.max_pending = max_pending
@@ -237,7 +258,9 @@ class SpanEmitter:
             await asyncio.to_thread(self._write, items)
         except Exception:
             self.failed += len(items)
-            log.warning("gateway spans could not be written (%d dropped)", len(items), exc_info=True)
+            log.warning(
+                "gateway spans could not be written (%d dropped)", len(items), exc_info=True
+            )
 
     async def flush(self) -> None:
         """Write everything pending now."""
@@ -266,7 +289,7 @@ class SpanEmitter:
             self._task = None
         try:
             await asyncio.wait_for(self.flush(), 10.0)
-        except (asyncio.TimeoutError, Exception):
+        except (TimeoutError, Exception):
             log.warning("gateway span flush at shutdown did not finish")
 
 

@@ -43,6 +43,18 @@ __all__ = ["MODEL_OPERATIONS", "detect_dialect", "to_llm_call"]
 
 _log = logging.getLogger(__name__)
 
+try:  # orjson is a base dependency and several times faster than the stdlib parser
+    from orjson import loads as _orjson_loads
+
+    def _loads(s: str) -> Any:
+        try:
+            return _orjson_loads(s)
+        except ValueError:  # NaN/Infinity literals: only the stdlib accepts them
+            return json.loads(s)
+
+except ImportError:  # pragma: no cover
+    _loads = json.loads
+
 # A span is looked at only if one of its keys starts with one of these.
 _TRIGGERS = (
     "gen_ai.",
@@ -82,7 +94,11 @@ _LANGFUSE_OP = {
     "guardrail": "apply_guardrail",
     "evaluator": "evaluate",
 }
-_TRACELOOP_KIND_OP = {"agent": "invoke_agent", "tool": "execute_tool", "workflow": "invoke_workflow"}
+_TRACELOOP_KIND_OP = {
+    "agent": "invoke_agent",
+    "tool": "execute_tool",
+    "workflow": "invoke_workflow",
+}
 _TRACELOOP_REQUEST_OP = {
     "chat": "chat",
     "completion": "text_completion",
@@ -167,10 +183,10 @@ def _json(v: Any) -> Any:
     """Parse a JSON string attribute; non-strings pass through; bad JSON gives None."""
     if isinstance(v, str):
         s = v.strip()
-        if not s or s[0] not in "[{\"0123456789-tfn":
+        if not s or s[0] not in '[{"0123456789-tfn':
             return None
         try:
-            return json.loads(s)
+            return _loads(s)
         except ValueError:
             return None
     return v
@@ -182,7 +198,7 @@ def _maybe_json(v: Any) -> Any:
         s = v.strip()
         if s[:1] in ("{", "["):
             try:
-                return json.loads(s)
+                return _loads(s)
             except ValueError:
                 return v
     return v
@@ -228,7 +244,11 @@ def _content_text(content: Any) -> str | None:
                 texts.append(p)
             elif isinstance(p, Mapping):
                 t = p.get("text", p.get("content"))
-                if isinstance(t, str) and p.get("type", "text") in ("text", "input_text", "output_text"):
+                if isinstance(t, str) and p.get("type", "text") in (
+                    "text",
+                    "input_text",
+                    "output_text",
+                ):
                     texts.append(t)
         return "\n".join(texts) if texts else None
     if isinstance(content, Mapping):
@@ -330,12 +350,14 @@ def _indexed_messages(
         base = f"{prefix}{i}{mid}"
         role = get(base + "role")
         content = get(base + "content")
-        if role is None and content is None:
-            # Traceloop may skip the role; OpenInference may use contents.N only.
-            if get(base + "contents.0.message_content.text") is None and get(
-                base + "tool_calls.0" + tc_mid + fn + "name"
-            ) is None:
-                break
+        # Traceloop may skip the role; OpenInference may use contents.N only.
+        if (
+            role is None
+            and content is None
+            and get(base + "contents.0.message_content.text") is None
+            and get(base + "tool_calls.0" + tc_mid + fn + "name") is None
+        ):
+            break
         text = _content_text(content) if content is not None else None
         if text is None:
             parts = []
@@ -408,8 +430,12 @@ def _event_messages(events: Sequence[Any]) -> tuple[list[Message], list[Message]
         if name == "gen_ai.client.inference.operation.details":
             ins.extend(_genai_messages(a.get("gen_ai.input.messages")))
             outs.extend(_genai_messages(a.get("gen_ai.output.messages")))
-        elif name in ("gen_ai.system.message", "gen_ai.user.message", "gen_ai.assistant.message",
-                      "gen_ai.tool.message"):
+        elif name in (
+            "gen_ai.system.message",
+            "gen_ai.user.message",
+            "gen_ai.assistant.message",
+            "gen_ai.tool.message",
+        ):
             role = name.split(".")[1]
             body = _json(a.get("gen_ai.event.content")) or {}
             if not isinstance(body, Mapping):
@@ -543,9 +569,11 @@ def _dialect(attrs: Mapping[str, Any], scope: str | None, resource: Mapping[str,
             return "logfire"
         if s.startswith("openlit"):
             return "openlit"
-        if s.startswith("opentelemetry.instrumentation.") and not s.startswith(
-            "opentelemetry.instrumentation.openai_v2"
-        ) and ".v1" in s:
+        if (
+            s.startswith("opentelemetry.instrumentation.")
+            and not s.startswith("opentelemetry.instrumentation.openai_v2")
+            and ".v1" in s
+        ):
             return "openllmetry"
         if s.startswith("keel"):
             return "keel"
@@ -555,7 +583,10 @@ def _dialect(attrs: Mapping[str, Any], scope: str | None, resource: Mapping[str,
         return "openinference"
     if "gen_ai.span.kind" in attrs or "fi.span.kind" in attrs:
         return "traceai"
-    if attrs.get("telemetry.sdk.name") == "openlit" or resource.get("telemetry.sdk.name") == "openlit":
+    if (
+        attrs.get("telemetry.sdk.name") == "openlit"
+        or resource.get("telemetry.sdk.name") == "openlit"
+    ):
         return "openlit"
     if "logfire.msg_template" in attrs or "logfire.span_type" in attrs:
         return "logfire"
@@ -594,7 +625,7 @@ def _llm_scope_span(span: Span) -> bool:
 
 
 def _is_candidate(attrs: Mapping[str, Any]) -> bool:
-    for k in attrs:
+    for k in attrs:  # noqa: SIM110 - a plain loop is faster than any() on the hot path
         if k.startswith(_TRIGGERS):
             return True
     return False
@@ -702,7 +733,11 @@ def _ttft_ms(get: Callable[[str], Any], span: Span | None) -> float | None:
         if ts is not None:
             return max(0.0, ts * 1000.0 - span.start_time_ns / 1e6)
     for ev in span.events:
-        if ev.name in ("First Token Stream Event", "gen_ai.content.completion.chunk", "llm.first_token"):
+        if ev.name in (
+            "First Token Stream Event",
+            "gen_ai.content.completion.chunk",
+            "llm.first_token",
+        ):
             return max(0.0, (ev.time_ns - span.start_time_ns) / 1e6)
     return None
 
@@ -728,7 +763,12 @@ def _build(attrs: Mapping[str, Any], span: Span | None) -> LlmCall | None:
 
     # request parameters carried as JSON blobs by some dialects
     params = _json(
-        _first(get, "llm.invocation_parameters", "gen_ai.request.parameters", "langfuse.observation.model.parameters")
+        _first(
+            get,
+            "llm.invocation_parameters",
+            "gen_ai.request.parameters",
+            "langfuse.observation.model.parameters",
+        )
     )
     if not isinstance(params, Mapping):
         params = {}
@@ -802,13 +842,25 @@ def _build(attrs: Mapping[str, Any], span: Span | None) -> LlmCall | None:
             "llm.token_count.completion_details.reasoning",
         )
     )
-    total = _int(_first(get, "gen_ai.usage.total_tokens", "llm.usage.total_tokens", "llm.token_count.total"))
+    total = _int(
+        _first(get, "gen_ai.usage.total_tokens", "llm.usage.total_tokens", "llm.token_count.total")
+    )
     if lf_usage:
-        input_tokens = input_tokens if input_tokens is not None else _int(
-            lf_usage.get("input", lf_usage.get("prompt_tokens", lf_usage.get("input_tokens")))
+        input_tokens = (
+            input_tokens
+            if input_tokens is not None
+            else _int(
+                lf_usage.get("input", lf_usage.get("prompt_tokens", lf_usage.get("input_tokens")))
+            )
         )
-        output_tokens = output_tokens if output_tokens is not None else _int(
-            lf_usage.get("output", lf_usage.get("completion_tokens", lf_usage.get("output_tokens")))
+        output_tokens = (
+            output_tokens
+            if output_tokens is not None
+            else _int(
+                lf_usage.get(
+                    "output", lf_usage.get("completion_tokens", lf_usage.get("output_tokens"))
+                )
+            )
         )
         if cached is None:
             cached = _int(
@@ -821,7 +873,11 @@ def _build(attrs: Mapping[str, Any], span: Span | None) -> LlmCall | None:
             )
             if cached is None:
                 cached = _int(_nested(lf_usage, "prompt_tokens_details", "cached_tokens"))
-        total = total if total is not None else _int(lf_usage.get("total", lf_usage.get("total_tokens")))
+        total = (
+            total
+            if total is not None
+            else _int(lf_usage.get("total", lf_usage.get("total_tokens")))
+        )
     if total is None and input_tokens is not None and output_tokens is not None:
         total = input_tokens + output_tokens
 
@@ -847,11 +903,16 @@ def _build(attrs: Mapping[str, Any], span: Span | None) -> LlmCall | None:
     if raw_in is not None:
         input_messages = _genai_messages(raw_in)
     elif get("gen_ai.input.messages.0.message.role") is not None:
-        input_messages = _indexed_messages(get, "gen_ai.input.messages.", ".message.", ".tool_call.", "function.")
-    elif get("llm.input_messages.0.message.role") is not None or get(
-        "llm.input_messages.0.message.content"
-    ) is not None:
-        input_messages = _indexed_messages(get, "llm.input_messages.", ".message.", ".tool_call.", "function.")
+        input_messages = _indexed_messages(
+            get, "gen_ai.input.messages.", ".message.", ".tool_call.", "function."
+        )
+    elif (
+        get("llm.input_messages.0.message.role") is not None
+        or get("llm.input_messages.0.message.content") is not None
+    ):
+        input_messages = _indexed_messages(
+            get, "llm.input_messages.", ".message.", ".tool_call.", "function."
+        )
     elif get("gen_ai.prompt.0.role") is not None or get("gen_ai.prompt.0.content") is not None:
         input_messages = _indexed_messages(get, "gen_ai.prompt.", ".", ".", "")
     elif get("llm.prompts.0.prompt.text") is not None:
@@ -873,14 +934,21 @@ def _build(attrs: Mapping[str, Any], span: Span | None) -> LlmCall | None:
     if raw_out is not None:
         output_messages = _genai_messages(raw_out)
     elif get("gen_ai.output.messages.0.message.role") is not None:
-        output_messages = _indexed_messages(get, "gen_ai.output.messages.", ".message.", ".tool_call.", "function.")
-    elif get("llm.output_messages.0.message.role") is not None or get(
-        "llm.output_messages.0.message.content"
-    ) is not None:
-        output_messages = _indexed_messages(get, "llm.output_messages.", ".message.", ".tool_call.", "function.")
-    elif get("gen_ai.completion.0.role") is not None or get("gen_ai.completion.0.content") is not None or get(
-        "gen_ai.completion.0.tool_calls.0.name"
-    ) is not None:
+        output_messages = _indexed_messages(
+            get, "gen_ai.output.messages.", ".message.", ".tool_call.", "function."
+        )
+    elif (
+        get("llm.output_messages.0.message.role") is not None
+        or get("llm.output_messages.0.message.content") is not None
+    ):
+        output_messages = _indexed_messages(
+            get, "llm.output_messages.", ".message.", ".tool_call.", "function."
+        )
+    elif (
+        get("gen_ai.completion.0.role") is not None
+        or get("gen_ai.completion.0.content") is not None
+        or get("gen_ai.completion.0.tool_calls.0.name") is not None
+    ):
         output_messages = _indexed_messages(get, "gen_ai.completion.", ".", ".", "")
     elif get("llm.choices.0.completion.text") is not None:
         i = 0
@@ -934,7 +1002,11 @@ def _build(attrs: Mapping[str, Any], span: Span | None) -> LlmCall | None:
                 arguments=_maybe_json(get("gen_ai.tool.args")),
             )
         ]
-        if output_messages and not output_messages[-1].tool_calls and not output_messages[-1].content:
+        if (
+            output_messages
+            and not output_messages[-1].tool_calls
+            and not output_messages[-1].content
+        ):
             output_messages[-1] = output_messages[-1].model_copy(update={"tool_calls": tool_calls})
         elif not output_messages:
             output_messages = [Message(role="assistant", tool_calls=tool_calls)]
@@ -948,7 +1020,10 @@ def _build(attrs: Mapping[str, Any], span: Span | None) -> LlmCall | None:
 
     # retrieved documents
     documents: list[Document] = []
-    if get("retrieval.documents.0.document.content") is not None or get("retrieval.documents.0.document.id") is not None:
+    if (
+        get("retrieval.documents.0.document.content") is not None
+        or get("retrieval.documents.0.document.id") is not None
+    ):
         documents = _oi_documents(get, "retrieval.documents.")
     elif get("gen_ai.retrieval.documents") is not None:
         documents = _json_documents(get("gen_ai.retrieval.documents"))
@@ -985,9 +1060,7 @@ def _build(attrs: Mapping[str, Any], span: Span | None) -> LlmCall | None:
     finish = _strings(_first(get, "gen_ai.response.finish_reasons", "llm.finish_reason"))
     if not finish:
         finish = [m.finish_reason for m in output_messages if m.finish_reason]
-    agent_name = _str(
-        _first(get, "gen_ai.agent.name", "agent.name", "gen_ai.agent.id")
-    )
+    agent_name = _str(_first(get, "gen_ai.agent.name", "agent.name", "gen_ai.agent.id"))
     if agent_name is None and op == "invoke_agent":
         agent_name = _str(_first(get, "traceloop.entity.name", "langfuse.observation.name"))
         if agent_name is None and span is not None and dialect not in ("otel_genai",):
@@ -1003,8 +1076,15 @@ def _build(attrs: Mapping[str, Any], span: Span | None) -> LlmCall | None:
         max_tokens = None
 
     return LlmCall(
-        operation=op or ("chat" if (request_model or response_model) and (input_tokens is not None or input_messages) else None),
-        provider=_provider(_first(get, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")),
+        operation=op
+        or (
+            "chat"
+            if (request_model or response_model) and (input_tokens is not None or input_messages)
+            else None
+        ),
+        provider=_provider(
+            _first(get, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
+        ),
         request_model=request_model,
         response_model=response_model,
         input_tokens=input_tokens,

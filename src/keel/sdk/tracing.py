@@ -92,7 +92,9 @@ class _SafeExporter(SpanExporter):
     def _note_failure(self, why: str) -> None:
         self._failures += 1
         if self._failures in (1, 10, 100) or self._failures % 1000 == 0:
-            _log.warning("keel: could not export spans (%s); %d failures so far", why, self._failures)
+            _log.warning(
+                "keel: could not export spans (%s); %d failures so far", why, self._failures
+            )
 
     def shutdown(self) -> None:
         try:
@@ -278,7 +280,9 @@ def _default(o: Any) -> Any:
 def _attr_value(value: Any) -> Any:
     if isinstance(value, (str, bool, int, float)):
         return value
-    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, bool, int, float)) for v in value):
+    if isinstance(value, (list, tuple)) and all(
+        isinstance(v, (str, bool, int, float)) for v in value
+    ):
         return list(value)
     return _to_text(value)
 
@@ -381,7 +385,9 @@ def _as_parts(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                     args = json.loads(args)
                 except ValueError:
                     pass
-            parts.append({"type": "tool_call", "id": tc.get("id"), "name": fn.get("name"), "arguments": args})
+            parts.append(
+                {"type": "tool_call", "id": tc.get("id"), "name": fn.get("name"), "arguments": args}
+            )
         out.append({"role": m.get("role", "user"), "parts": parts})
     return out
 
@@ -453,7 +459,10 @@ def _qualname(t: type) -> str:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _call_input(sig: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _call_input(
+    sig: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any], named: bool
+) -> Any:
+    """The call's arguments by name; a lone string argument as itself unless ``named``."""
     if sig is None:
         return {"args": args, "kwargs": kwargs}
     try:
@@ -463,7 +472,7 @@ def _call_input(sig: inspect.Signature | None, args: tuple[Any, ...], kwargs: di
     values = dict(bound.arguments)
     for drop in ("self", "cls"):
         values.pop(drop, None)
-    if len(values) == 1:
+    if len(values) == 1 and not named:
         only = next(iter(values.values()))
         if isinstance(only, str):
             return only
@@ -505,7 +514,7 @@ def trace(
         raise ValueError(f"kind must be one of {sorted(_KIND_OPERATION)}, not {kind!r}")
 
     def decorate(fn: F) -> F:
-        span_name = name or getattr(fn, "__qualname__", getattr(fn, "__name__", "step"))
+        span_name: str = name or str(getattr(fn, "__name__", "step"))
         try:
             sig: inspect.Signature | None = inspect.signature(fn)
         except (TypeError, ValueError):
@@ -519,7 +528,12 @@ def trace(
             ks.set_output(value)
 
         def open_span(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            inp = _call_input(sig, args, kwargs) if capture_input else None
+            inp = None
+            if capture_input:
+                try:
+                    inp = _call_input(sig, args, kwargs, kind == "tool")
+                except Exception:  # recording the input must never break the call
+                    _log.debug("keel: could not record the input of %s", span_name, exc_info=True)
             return span(span_name, kind, attributes, input=inp)
 
         if inspect.isasyncgenfunction(fn):

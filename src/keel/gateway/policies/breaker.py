@@ -40,7 +40,9 @@ def _counts(e: ProviderError) -> bool:
 class CircuitBreaker:
     """Fails fast with ``circuit_open`` while the target is unhealthy."""
 
-    def __init__(self, inner: Provider, state: BreakerState, *, failures: int = 5, cooldown_s: float = 30.0) -> None:
+    def __init__(
+        self, inner: Provider, state: BreakerState, *, failures: int = 5, cooldown_s: float = 30.0
+    ) -> None:
         self.inner = inner
         self.name = inner.name
         self.st = state

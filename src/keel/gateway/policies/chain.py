@@ -21,15 +21,21 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from keel.errors import ProviderError
-from keel.gateway.provider import Body, CallContext, Provider, provider_error
 from keel.gateway.policies.target import TargetInfo
+from keel.gateway.provider import Body, CallContext, Provider, provider_error
 
-MOVE_ON_CODES = frozenset({"circuit_open", "upstream_auth", "context_length_exceeded", "model_unavailable"})
+MOVE_ON_CODES = frozenset(
+    {"circuit_open", "upstream_auth", "context_length_exceeded", "model_unavailable"}
+)
 
 
 def moves_on(e: ProviderError) -> bool:
     """Whether another target may succeed where this one failed."""
-    return e.retryable or e.code in MOVE_ON_CODES or e.code in ("stream_cut", "stream_stall", "upstream_timeout")
+    return (
+        e.retryable
+        or e.code in MOVE_ON_CODES
+        or e.code in ("stream_cut", "stream_stall", "upstream_timeout")
+    )
 
 
 class FallbackOrder:
@@ -93,7 +99,9 @@ def _estimate_prompt_tokens(body: Body) -> int:
 def _needs_vision(body: Body) -> bool:
     for m in body.get("messages") or ():
         c = m.get("content") if isinstance(m, dict) else None
-        if isinstance(c, list) and any(isinstance(p, dict) and p.get("type") == "image_url" for p in c):
+        if isinstance(c, list) and any(
+            isinstance(p, dict) and p.get("type") == "image_url" for p in c
+        ):
             return True
     return False
 
@@ -108,7 +116,11 @@ class CostOrder:
     def __call__(self, body: Body, ctx: CallContext) -> Sequence[int]:
         """Eligible targets, cheapest first; raises when none fits."""
         pt = _estimate_prompt_tokens(body)
-        out = int(body.get("max_completion_tokens") or body.get("max_tokens") or self.default_output_tokens)
+        out = int(
+            body.get("max_completion_tokens")
+            or body.get("max_tokens")
+            or self.default_output_tokens
+        )
         tools = bool(body.get("tools"))
         vision = _needs_vision(body)
         fmt = (body.get("response_format") or {}).get("type")
@@ -117,7 +129,11 @@ class CostOrder:
         for k, i in enumerate(self.infos):
             if i.context_window is not None and pt + out > i.context_window:
                 continue
-            if (tools and not i.supports_tools) or (vision and not i.supports_vision) or (json_needed and not i.supports_json):
+            if (
+                (tools and not i.supports_tools)
+                or (vision and not i.supports_vision)
+                or (json_needed and not i.supports_json)
+            ):
                 continue
             cost = (i.input_price or 0.0) * pt + (i.output_price or 0.0) * out
             if i.input_price is None and i.output_price is None:
@@ -130,14 +146,22 @@ class CostOrder:
                 code="context_length_exceeded",
             )
         scored.sort()
-        ctx.decision.weights = {self.infos[k].key: (0.0 if c == float("inf") else round(c, 8)) for c, k in scored}
+        ctx.decision.weights = {
+            self.infos[k].key: (0.0 if c == float("inf") else round(c, 8)) for c, k in scored
+        }
         return [k for _, k in scored]
 
 
 class LatencyOrder:
     """Lowest smoothed latency (EWMA of time to answer or to first chunk) first."""
 
-    def __init__(self, infos: Sequence[TargetInfo], stats: dict[str, float], alpha: float = 0.2, explore: float = 0.05) -> None:
+    def __init__(
+        self,
+        infos: Sequence[TargetInfo],
+        stats: dict[str, float],
+        alpha: float = 0.2,
+        explore: float = 0.05,
+    ) -> None:
         self.keys = [i.key for i in infos]
         self.stats = stats
         self.alpha = alpha

@@ -18,7 +18,9 @@ from keel.errors import ProviderError
 from keel.gateway.provider import Body, CallContext, Decision, Provider
 
 # record(primary_ctx, shadow_decision, request_body, primary_response | None, shadow_response | None, error | None, seconds)
-MirrorRecorder = Callable[[CallContext, Decision, Body, Body | None, Body | None, str | None, float], None]
+MirrorRecorder = Callable[
+    [CallContext, Decision, Body, Body | None, Body | None, str | None, float], None
+]
 
 
 class MirrorPool:
@@ -79,7 +81,7 @@ class Mirror:
             out = await asyncio.wait_for(self.shadow.chat(body, sctx), 120.0)
         except ProviderError as e:
             err = f"{e.code}: {e.message}"
-        except asyncio.TimeoutError:
+        except TimeoutError:
             err = "upstream_timeout: shadow did not answer in 120 s"
         except Exception as e:  # a shadow must never disturb anything
             err = f"internal: {type(e).__name__}"
@@ -98,16 +100,18 @@ class Mirror:
     async def chat(self, body: Body, ctx: CallContext) -> Body:
         """Primary answer; shadow afterwards in the background."""
         out = await self.inner.chat(body, ctx)
-        if self.sample >= 1.0 or random.random() < self.sample:
-            if self.pool.spawn(self._shadow(self._copy(body), ctx, out)):
-                ctx.decision.mirror_target = self.shadow.name
+        if (self.sample >= 1.0 or random.random() < self.sample) and self.pool.spawn(
+            self._shadow(self._copy(body), ctx, out)
+        ):
+            ctx.decision.mirror_target = self.shadow.name
         return out
 
     async def stream(self, body: Body, ctx: CallContext) -> AsyncIterator[Body]:
         """Primary chunks; shadow (non-streaming) alongside."""
-        if self.sample >= 1.0 or random.random() < self.sample:
-            if self.pool.spawn(self._shadow(self._copy(body), ctx, None)):
-                ctx.decision.mirror_target = self.shadow.name
+        if (self.sample >= 1.0 or random.random() < self.sample) and self.pool.spawn(
+            self._shadow(self._copy(body), ctx, None)
+        ):
+            ctx.decision.mirror_target = self.shadow.name
         async for c in self.inner.stream(body, ctx):
             yield c
 

@@ -29,7 +29,9 @@ class TargetInfo:
 class Targeted:
     """Sends to ``provider`` with ``model``; records the attempt in the decision."""
 
-    def __init__(self, provider: Provider, info: TargetInfo, *, ttft_timeout_s: float | None = None) -> None:
+    def __init__(
+        self, provider: Provider, info: TargetInfo, *, ttft_timeout_s: float | None = None
+    ) -> None:
         self.inner = provider
         self.info = info
         self.name = info.key
@@ -74,9 +76,11 @@ class Targeted:
                     first = await it.__anext__()
             except StopAsyncIteration:
                 raise provider_error(
-                    f"{self.info.key} ended the stream without any output", status=None, code="stream_cut"
+                    f"{self.info.key} ended the stream without any output",
+                    status=None,
+                    code="stream_cut",
                 ) from None
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise provider_error(
                     f"{self.info.key} sent no first token within {self.ttft_timeout_s:g} s",
                     status=None,

@@ -9,7 +9,6 @@ reasons map to OpenAI finish reasons, and ``prompt_tokens`` includes cache reads
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -47,7 +46,9 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        return "".join(
+            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
+        )
     return "" if content is None else str(content)
 
 
@@ -67,7 +68,12 @@ def _blocks(content: Any) -> list[Body]:
             url = (p.get("image_url") or {}).get("url", "")
             if url.startswith("data:") and ";base64," in url:
                 media, data = url[5:].split(";base64,", 1)
-                out.append({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})
+                out.append(
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": media, "data": data},
+                    }
+                )
             else:
                 out.append({"type": "image", "source": {"type": "url", "url": url}})
     return out
@@ -107,13 +113,24 @@ def to_anthropic_request(body: Body, model: str, *, stream: bool) -> Body:
             for call in m.get("tool_calls") or ():
                 fn = call.get("function") or {}
                 blocks.append(
-                    {"type": "tool_use", "id": call.get("id"), "name": fn.get("name"), "input": _parse_args(fn.get("arguments"))}
+                    {
+                        "type": "tool_use",
+                        "id": call.get("id"),
+                        "name": fn.get("name"),
+                        "input": _parse_args(fn.get("arguments")),
+                    }
                 )
             push("assistant", blocks)
         elif role == "tool":
             push(
                 "user",
-                [{"type": "tool_result", "tool_use_id": m.get("tool_call_id"), "content": _text_of(m.get("content"))}],
+                [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": m.get("tool_call_id"),
+                        "content": _text_of(m.get("content")),
+                    }
+                ],
             )
     fmt = body.get("response_format") or {}
     if fmt.get("type") in ("json_object", "json_schema"):
@@ -124,7 +141,9 @@ def to_anthropic_request(body: Body, model: str, *, stream: bool) -> Body:
         system.append(hint)
     out: Body = {
         "model": model,
-        "max_tokens": int(body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS),
+        "max_tokens": int(
+            body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
+        ),
         "messages": messages,
     }
     if system:
@@ -141,7 +160,8 @@ def to_anthropic_request(body: Body, model: str, *, stream: bool) -> Body:
             {
                 "name": (t.get("function") or {}).get("name"),
                 "description": (t.get("function") or {}).get("description", ""),
-                "input_schema": (t.get("function") or {}).get("parameters") or {"type": "object", "properties": {}},
+                "input_schema": (t.get("function") or {}).get("parameters")
+                or {"type": "object", "properties": {}},
             }
             for t in tools
             if t.get("type", "function") == "function"
@@ -197,10 +217,17 @@ def from_anthropic_response(msg: Body) -> Body:
                 {
                     "id": b.get("id"),
                     "type": "function",
-                    "function": {"name": b.get("name"), "arguments": orjson.dumps(b.get("input") or {}).decode()},
+                    "function": {
+                        "name": b.get("name"),
+                        "arguments": orjson.dumps(b.get("input") or {}).decode(),
+                    },
                 }
             )
-    message: Body = {"role": "assistant", "content": "".join(text) if text else None, "refusal": None}
+    message: Body = {
+        "role": "assistant",
+        "content": "".join(text) if text else None,
+        "refusal": None,
+    }
     if tool_calls:
         message["tool_calls"] = tool_calls
     return {
@@ -259,7 +286,12 @@ class StreamTranslator:
                     self._chunk(
                         {
                             "tool_calls": [
-                                {"index": idx, "id": b.get("id"), "type": "function", "function": {"name": b.get("name"), "arguments": ""}}
+                                {
+                                    "index": idx,
+                                    "id": b.get("id"),
+                                    "type": "function",
+                                    "function": {"name": b.get("name"), "arguments": ""},
+                                }
                             ]
                         }
                     )
@@ -273,7 +305,15 @@ class StreamTranslator:
                 return [self._chunk({"content": d.get("text", "")})]
             if d.get("type") == "input_json_delta":
                 idx = self.tool_index.get(int(data.get("index", 0)), 0)
-                return [self._chunk({"tool_calls": [{"index": idx, "function": {"arguments": d.get("partial_json", "")}}]})]
+                return [
+                    self._chunk(
+                        {
+                            "tool_calls": [
+                                {"index": idx, "function": {"arguments": d.get("partial_json", "")}}
+                            ]
+                        }
+                    )
+                ]
             return []
         if etype == "message_delta":
             self.usage.update(data.get("usage") or {})
@@ -340,9 +380,13 @@ class AnthropicProvider:
         model = str(body.get("model") or "")
         n = int(body.get("n") or 1)
         if n > 1:
-            raise provider_error("anthropic does not support n > 1", status=400, code="invalid_request")
+            raise provider_error(
+                "anthropic does not support n > 1", status=400, code="invalid_request"
+            )
         payload = orjson.dumps(to_anthropic_request(body, model, stream=False))
-        msg = await post_json(self.http, f"{self.base_url}/messages", self._headers, payload, self._t_once, self.name)
+        msg = await post_json(
+            self.http, f"{self.base_url}/messages", self._headers, payload, self._t_once, self.name
+        )
         if not isinstance(msg, dict) or msg.get("type") == "error":
             raise provider_error(f"{self.name} answered with an error body", status=502)
         return from_anthropic_response(msg)
@@ -355,9 +399,12 @@ class AnthropicProvider:
         started = False
         try:
             resp = await self.http.session.post(
-                f"{self.base_url}/messages", data=payload, headers=self._headers, timeout=self._t_stream
+                f"{self.base_url}/messages",
+                data=payload,
+                headers=self._headers,
+                timeout=self._t_stream,
             )
-        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as e:
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as e:
             raise connection_error(e, self.name) from None
         try:
             if resp.status >= 400:
@@ -396,11 +443,13 @@ class AnthropicProvider:
                 yield usage_chunk
         except ProviderError:
             raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as e:
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as e:
             raise connection_error(e, self.name, started=started) from None
         finally:
             resp.release()
 
     async def embed(self, body: Body, ctx: CallContext) -> Body:
         """Anthropic serves no embeddings."""
-        raise provider_error("anthropic does not serve embeddings", status=400, code="invalid_request")
+        raise provider_error(
+            "anthropic does not serve embeddings", status=400, code="invalid_request"
+        )

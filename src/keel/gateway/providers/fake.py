@@ -101,14 +101,18 @@ def answer(behaviour: str, body: Body) -> tuple[str | None, list[Body] | None]:
     if behaviour == "text":
         return FIXED_TEXT, None
     if behaviour == "json":
-        return orjson.dumps({"answer": last_user_text(body.get("messages", [])), "ok": True}).decode(), None
+        return orjson.dumps(
+            {"answer": last_user_text(body.get("messages", [])), "ok": True}
+        ).decode(), None
     if behaviour == "tool":
         tools = body.get("tools") or []
         name = "get_weather"
         if tools and isinstance(tools[0], dict):
             name = (tools[0].get("function") or {}).get("name") or name
         args = orjson.dumps({"query": last_user_text(body.get("messages", []))}).decode()
-        return None, [{"id": "call_fake_1", "type": "function", "function": {"name": name, "arguments": args}}]
+        return None, [
+            {"id": "call_fake_1", "type": "function", "function": {"name": name, "arguments": args}}
+        ]
     return last_user_text(body.get("messages", [])), None
 
 
@@ -182,7 +186,11 @@ def chunks(model: str, text: str | None, tool_calls: list[Body] | None, body: Bo
                 for k in range(0, len(args), 8):
                     out.append(
                         chunk(
-                            {"tool_calls": [{"index": j, "function": {"arguments": args[k : k + 8]}}]},
+                            {
+                                "tool_calls": [
+                                    {"index": j, "function": {"arguments": args[k : k + 8]}}
+                                ]
+                            },
                             index=i,
                         )
                     )

@@ -8,6 +8,7 @@ message never contains request headers, so provider keys cannot leak through it.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +19,27 @@ import orjson
 from keel.errors import ProviderError
 from keel.gateway.provider import parse_retry_after, provider_error
 
-CONTEXT_MARKERS = ("context_length_exceeded", "maximum context length", "prompt is too long", "too many tokens")
-FILTER_MARKERS = ("content_filter", "content_policy_violation", "content management policy", "responsibleaipolicyviolation")
+CONTEXT_MARKERS = (
+    "context_length_exceeded",
+    "maximum context length",
+    "prompt is too long",
+    "too many tokens",
+)
+FILTER_MARKERS = (
+    "content_filter",
+    "content_policy_violation",
+    "content management policy",
+    "responsibleaipolicyviolation",
+)
+
+
+_SECRETS = re.compile(r"(sk-[A-Za-z0-9_\-*.]{4,}|[A-Za-z0-9_\-]{32,})")
+
+
+def redact(text: str) -> str:
+    """Remove key-like tokens (``sk-...``, long opaque strings) from upstream error text; some
+    providers echo (part of) the key they were sent."""
+    return _SECRETS.sub("[redacted]", text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +98,7 @@ def classify_error(status: int, headers: Any, data: bytes, where: str) -> Provid
     err = doc.get("error") if isinstance(doc, dict) else None
     text = ""
     if isinstance(err, dict):
-        upstream_msg = str(err.get("message") or "")[:500]
+        upstream_msg = redact(str(err.get("message") or "")[:500])
         etype = str(err.get("type") or "")
         ecode = str(err.get("code") or "")
         text = f"{upstream_msg} {etype} {ecode}".lower()
@@ -88,15 +108,13 @@ def classify_error(status: int, headers: Any, data: bytes, where: str) -> Provid
             code = "overloaded"
     elif isinstance(err, str):
         text = err.lower()
-        message = f"{where} answered HTTP {status}: {err[:500]}"
+        message = f"{where} answered HTTP {status}: {redact(err[:500])}"
     if status == 400 or status == 413:
         if any(m in text for m in CONTEXT_MARKERS):
             code = "context_length_exceeded"
         elif any(m in text for m in FILTER_MARKERS):
             code = "content_filter"
-    return provider_error(
-        message, status=status, code=code, retry_after=parse_retry_after(headers)
-    )
+    return provider_error(message, status=status, code=code, retry_after=parse_retry_after(headers))
 
 
 def connection_error(exc: BaseException, where: str, *, started: bool = False) -> ProviderError:
@@ -104,9 +122,13 @@ def connection_error(exc: BaseException, where: str, *, started: bool = False) -
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         if started:
             return provider_error(
-                f"{where} stopped sending mid-stream (idle timeout)", status=None, code="stream_stall"
+                f"{where} stopped sending mid-stream (idle timeout)",
+                status=None,
+                code="stream_stall",
             )
-        return provider_error(f"{where} did not answer in time", status=None, code="upstream_timeout")
+        return provider_error(
+            f"{where} did not answer in time", status=None, code="upstream_timeout"
+        )
     if started:
         return provider_error(
             f"{where} closed the stream before the answer was complete ({type(exc).__name__})",
@@ -159,7 +181,7 @@ async def post_json(
                 raise classify_error(resp.status, resp.headers, data, where)
     except ProviderError:
         raise
-    except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as e:
+    except (TimeoutError, aiohttp.ClientError, ConnectionError) as e:
         raise connection_error(e, where) from None
     try:
         return orjson.loads(data)
@@ -172,5 +194,8 @@ async def post_json(
 def client_timeout(t: Timeouts, *, stream: bool) -> aiohttp.ClientTimeout:
     """aiohttp timeout for one attempt."""
     return aiohttp.ClientTimeout(
-        total=None, connect=t.connect_s, sock_connect=t.connect_s, sock_read=t.idle_s if stream else t.read_s
+        total=None,
+        connect=t.connect_s,
+        sock_connect=t.connect_s,
+        sock_read=t.idle_s if stream else t.read_s,
     )

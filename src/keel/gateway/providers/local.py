@@ -65,7 +65,9 @@ def _load(n_ctx: int = 2048, threads: int = 2) -> Any:
 
 def _request(body: Body, *, stream: bool) -> Body:
     req: Body = {"messages": body.get("messages") or []}
-    req["max_tokens"] = int(body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS)
+    req["max_tokens"] = int(
+        body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
+    )
     temp = body.get("temperature")
     req["temperature"] = float(temp) if temp is not None else 0.0
     for k in ("top_p", "stop", "seed", "response_format"):
@@ -106,7 +108,9 @@ class LocalProvider:
         """One completion, computed in a worker thread."""
         async with self._glock():
             srv = await asyncio.to_thread(_load)
-            out = _check(await asyncio.to_thread(srv.handle_chat_completions, _request(body, stream=False)))
+            out = _check(
+                await asyncio.to_thread(srv.handle_chat_completions, _request(body, stream=False))
+            )
         out.pop("timings", None)
         out["model"] = MODEL_NAME
         return out
@@ -146,7 +150,9 @@ class LocalProvider:
                     item.setdefault("choices", [])
                     for ch in item["choices"]:
                         ch.setdefault("logprobs", None)
-                        if ch.get("delta", {}).get("content") is None and "content" in ch.get("delta", {}):
+                        if ch.get("delta", {}).get("content") is None and "content" in ch.get(
+                            "delta", {}
+                        ):
                             ch["delta"]["content"] = ""
                         if ch.get("finish_reason"):
                             finished = True
@@ -154,7 +160,9 @@ class LocalProvider:
                         usage = item["usage"]
                     elif timings and finished:
                         usage = {
-                            "prompt_tokens": int(timings.get("prompt_n", 0) + timings.get("cache_n", 0)),
+                            "prompt_tokens": int(
+                                timings.get("prompt_n", 0) + timings.get("cache_n", 0)
+                            ),
                             "completion_tokens": int(timings.get("predicted_n", 0)),
                         }
                         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
@@ -174,4 +182,6 @@ class LocalProvider:
 
     async def embed(self, body: Body, ctx: CallContext) -> Body:
         """Not served."""
-        raise provider_error("local:smollm2 does not serve embeddings", status=400, code="invalid_request")
+        raise provider_error(
+            "local:smollm2 does not serve embeddings", status=400, code="invalid_request"
+        )

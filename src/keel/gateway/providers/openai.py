@@ -23,6 +23,7 @@ from keel.gateway.providers.http import (
     client_timeout,
     connection_error,
     post_json,
+    redact,
 )
 
 KEEL_FIELDS = frozenset({"variables", "keel"})
@@ -52,7 +53,7 @@ def chunk_error(chunk: Body, where: str) -> ProviderError:
     code = (err.get("code") or err.get("type")) if isinstance(err, dict) else None
     retryable = code in ("rate_limit_exceeded", "server_error", "overloaded_error", "overloaded")
     return provider_error(
-        f"{where} reported an error in the stream: {str(msg)[:300]}",
+        f"{where} reported an error in the stream: {redact(str(msg)[:300])}",
         status=None,
         code="upstream_error",
         retryable=retryable,
@@ -71,7 +72,7 @@ async def read_sse(
         if tail[0]:
             try:
                 line = await asyncio.wait_for(content.readline(), TAIL_WAIT_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return
         else:
             line = await content.readline()
@@ -143,7 +144,12 @@ class OpenAIProvider:
         model = self._model(body)
         payload = orjson.dumps(to_openai_request(body, model, stream=False))
         out: Body = await post_json(
-            self.http, self.url("chat/completions", model), self._headers, payload, self._t_once, self.name
+            self.http,
+            self.url("chat/completions", model),
+            self._headers,
+            payload,
+            self._t_once,
+            self.name,
         )
         if not isinstance(out, dict) or not isinstance(out.get("choices"), list):
             raise provider_error(f"{self.name} answered with an unexpected body", status=502)
@@ -162,7 +168,7 @@ class OpenAIProvider:
                 headers=self._headers,
                 timeout=self._t_stream,
             )
-        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as e:
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as e:
             raise connection_error(e, self.name) from None
         try:
             if resp.status >= 400:
@@ -203,7 +209,7 @@ class OpenAIProvider:
                 )
         except ProviderError:
             raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as e:
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as e:
             raise connection_error(e, self.name, started=started) from None
         finally:
             resp.release()
@@ -214,7 +220,12 @@ class OpenAIProvider:
         req = {k: v for k, v in body.items() if k not in KEEL_FIELDS}
         req["model"] = model
         out: Body = await post_json(
-            self.http, self.url("embeddings", model), self._headers, orjson.dumps(req), self._t_once, self.name
+            self.http,
+            self.url("embeddings", model),
+            self._headers,
+            orjson.dumps(req),
+            self._t_once,
+            self.name,
         )
         return out
 

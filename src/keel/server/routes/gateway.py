@@ -102,7 +102,9 @@ async def chat_completions(request: Request) -> Response:
         gw = _gateway(ctx)
         if isinstance(body, dict) and body.get("stream"):
             return await _stream(gw, body, auth, request)
-        resp = await gw.chat(body, project_id=auth.project_id, key=auth.key, headers=request.headers)
+        resp = await gw.chat(
+            body, project_id=auth.project_id, key=auth.key, headers=request.headers
+        )
         return Response(orjson.dumps(resp), media_type=_JSON)
     except KeelError as e:
         return _error(e)
@@ -156,7 +158,9 @@ async def embeddings(request: Request) -> Response:
     try:
         auth = _auth(ctx, request)
         body = await _json_body(request)
-        out = await _gateway(ctx).embed(body, project_id=auth.project_id, key=auth.key, headers=request.headers)
+        out = await _gateway(ctx).embed(
+            body, project_id=auth.project_id, key=auth.key, headers=request.headers
+        )
         return Response(orjson.dumps(out), media_type=_JSON)
     except KeelError as e:
         return _error(e)
@@ -184,10 +188,15 @@ async def get_model(request: Request) -> Response:
             return error_response(404, f"model '{name}' does not exist", "model_not_found")
     except KeelError as e:
         return _error(e)
-    return Response(orjson.dumps({"id": name, "object": "model", "created": 0, "owned_by": "keel"}), media_type=_JSON)
+    return Response(
+        orjson.dumps({"id": name, "object": "model", "created": 0, "owned_by": "keel"}),
+        media_type=_JSON,
+    )
 
 
-router.add_route("/v1/chat/completions", chat_completions, methods=["POST"], include_in_schema=False)
+router.add_route(
+    "/v1/chat/completions", chat_completions, methods=["POST"], include_in_schema=False
+)
 router.add_route("/v1/embeddings", embeddings, methods=["POST"], include_in_schema=False)
 router.add_route("/v1/models", list_models, methods=["GET"], include_in_schema=False)
 router.add_route("/v1/models/{model:path}", get_model, methods=["GET"], include_in_schema=False)
@@ -218,9 +227,33 @@ def _optional_components(ctx: AppContext, gw_cfg: dict[str, Any]) -> dict[str, A
     try:
         from keel.gateway.limits import build_limiter
 
-        out["limiter"] = build_limiter(gw_cfg.get("limits") or {}, ledger=getattr(ctx.store, "gateway", None))
+        out["limiter"] = build_limiter(
+            gw_cfg.get("limits") or {}, ledger=getattr(ctx.store, "gateway", None)
+        )
     except ImportError:
         pass
+    if getattr(ctx.store, "prompts", None) is not None:
+        try:
+            from keel.gateway.prompting import RegistryPromptResolver
+            from keel.prompts.registry import PromptRegistry
+
+            out["prompt_resolver"] = RegistryPromptResolver(PromptRegistry(ctx.store))
+        except ImportError:
+            pass
+    routes = (gw_cfg.get("routes") or {}).values()
+    try:
+        from keel.gateway.cache import ExactCache
+
+        out["cache"] = ExactCache()
+    except ImportError:
+        pass
+    if any((r.get("cache") or {}).get("semantic") for r in routes if isinstance(r, dict)):
+        try:
+            from keel.gateway.semantic_cache import SemanticCache
+
+            out["semantic_cache"] = SemanticCache()  # the embedder loads on first use
+        except ImportError:
+            pass
     return out
 
 

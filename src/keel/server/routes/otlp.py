@@ -35,6 +35,7 @@ from keel.server.deps import AppContext, get_context, require_auth
 from keel.server.errors import keel_error_response
 from keel.server.forward import OtlpForwarder
 from keel.server.ingest import IngestWriter, TraceEvents
+from keel.settings import resolve_secret
 
 log = logging.getLogger("keel.otlp")
 
@@ -59,7 +60,8 @@ async def startup(ctx: AppContext) -> None:
     ctx.extras["ingest"] = writer
     ctx.extras["trace_events"] = events
     if t.forward_endpoint:
-        fwd = OtlpForwarder(t.forward_endpoint, t.forward_headers)
+        headers = {k: resolve_secret(v) or "" for k, v in t.forward_headers.items()}
+        fwd = OtlpForwarder(t.forward_endpoint, headers)
         await fwd.start()
         ctx.extras["otlp_forwarder"] = fwd
 
@@ -179,13 +181,14 @@ async def export_traces(
         else:
             batch, records = await anyio.to_thread.run_sync(decode_and_prepare)
         fut = writer.enqueue(records)
-        fwd: OtlpForwarder | None = ctx.extras.get("otlp_forwarder")
-        if fwd is not None:
-            fwd.offer(body, ctype or mt, encoding)
         try:
             await asyncio.wait_for(asyncio.wrap_future(fut), COMMIT_TIMEOUT_S)
         except TimeoutError:
             raise UnavailableError("timed out waiting for the store to commit", retry_after=5)
+        # Forward only what Keel accepted, so a client retry after a 503 is not forwarded twice.
+        fwd: OtlpForwarder | None = ctx.extras.get("otlp_forwarder")
+        if fwd is not None:
+            fwd.offer(body, ctype or mt, encoding)
     except PayloadTooLargeError as e:
         return _error(e, mt)
     except KeelError as e:

@@ -351,14 +351,17 @@ class SqlSpanStore:
     def get_trace(self, project_id: str, trace_id: str) -> Trace:
         ph = self._ph
         with self._db.read() as conn:
+            # Sorted here: an ORDER BY tempts SQLite into walking (project_id, start_ns).
             rows = conn.exec_driver_sql(
-                f"SELECT * FROM spans WHERE project_id = {ph} AND trace_id = {ph}"
-                " ORDER BY start_ns, span_id",
+                f"SELECT * FROM spans WHERE project_id = {ph} AND trace_id = {ph}",
                 (project_id, trace_id),
             ).all()
         if not rows:
             raise NotFoundError(f"trace {trace_id!r} not found")
-        return Trace(trace_id=trace_id, spans=[_span_from_row(r) for r in rows])
+        spans = sorted(
+            (_span_from_row(r) for r in rows), key=lambda x: (x.start_time_ns, x.span_id)
+        )
+        return Trace(trace_id=trace_id, spans=spans)
 
     def get_trace_summary(self, project_id: str, trace_id: str) -> TraceSummary:
         ph = self._ph
@@ -409,10 +412,15 @@ class SqlSpanStore:
             add(f"{instr}(prompts, {ph}) > 0", prompt_needle(f.prompt_name, f.prompt_version))
         if f.status is not None:
             add(f"status = {ph}", f.status)
+        # Lower bounds rarely exclude much: walking the sort index and stopping at LIMIT beats
+        # a range scan plus a sort, so "+col" keeps the planner off their own index unless
+        # that index is also the sort order.
         if f.min_cost_usd is not None:
-            add(f"priced > 0 AND cost_usd >= {ph}", f.min_cost_usd)
+            plus = "" if col == "cost_usd" else "+"
+            add(f"priced > 0 AND {plus}cost_usd >= {ph}", f.min_cost_usd)
         if f.min_duration_ms is not None:
-            add(f"duration_ns >= {ph}", int(f.min_duration_ms * 1e6))
+            plus = "" if col == "duration_ns" else "+"
+            add(f"{plus}duration_ns >= {ph}", int(f.min_duration_ms * 1e6))
         if f.text:
             add(f"{instr}(lower(names), {ph}) > 0", f.text.lower())
         op = "<" if descending else ">"
@@ -485,9 +493,12 @@ class SqlSpanStore:
             value, sid = decode_cursor(cursor, "spans", True)
             where.append(f"(start_ns, span_id) < ({ph}, {ph})")
             params.extend([value, sid])
+        # Within one trace the primary key finds the rows; "+" stops the planner from walking
+        # the whole project in start order instead.
+        order = "+start_ns" if f.trace_id else "start_ns"
         sql = (
             f"SELECT * FROM spans WHERE {' AND '.join(where)}"
-            f" ORDER BY start_ns DESC, span_id DESC LIMIT {int(limit) + 1}"
+            f" ORDER BY {order} DESC, span_id DESC LIMIT {int(limit) + 1}"
         )
         with self._db.read() as conn:
             rows = conn.exec_driver_sql(sql, tuple(params)).all()

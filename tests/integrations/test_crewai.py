@@ -1,0 +1,48 @@
+"""CrewAI → keel.instrument() → OTLP → Keel server → the stored trace.
+
+CrewAI 1.15 pins openai<3, mcp<2 and pydantic<2.13, which clash with Keel's dev environment, so
+the crew runs in its own virtualenv (``KEEL_CREWAI_PYTHON``, a Python with ``crewai``,
+``openinference-instrumentation-crewai``, ``openinference-instrumentation-openai``,
+``opentelemetry-exporter-otlp-proto-http`` and ``orjson``); Keel's SDK comes from this checkout.
+The test is skipped when no such interpreter is configured.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import KeelServer, llm_calls
+from keel.otlp.dialects import to_llm_call
+
+PYTHON = os.environ.get("KEEL_CREWAI_PYTHON", "/tmp/keel-fx/venvs/crewai/bin/python")
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(PYTHON).exists(), reason="no Python with crewai (KEEL_CREWAI_PYTHON)")
+def test_crewai_crew(keel_server: KeelServer, fake_llm) -> None:
+    env = {**os.environ, "PYTHONPATH": str(HERE.parents[1] / "src")}
+    r = subprocess.run(
+        [PYTHON, str(HERE / "crewai_run.py"), fake_llm.url, keel_server.url, keel_server.api_key],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "{'crewai': 'on', 'openai': 'on'}" in r.stdout
+    assert "OUTPUT Hello! How can I help you today?" in r.stdout
+    trace_id = r.stdout.strip().splitlines()[-1]
+    trace = keel_server.wait_trace(trace_id, min_spans=4)
+    kinds = {s.attributes.get("openinference.span.kind") for s in trace.spans}
+    assert {"AGENT", "CHAIN", "LLM"} <= kinds
+    agents = [to_llm_call(s) for s in trace.spans if s.scope and "crewai" in s.scope]
+    assert any(a is not None and a.operation == "invoke_agent" for a in agents)
+    [(_, call)] = llm_calls(trace, scope_prefix="openinference.instrumentation.openai")
+    assert call.request_model == "gpt-4o-mini"
+    assert call.output_messages[-1].content == "Hello! How can I help you today?"
+    assert call.input_messages[-1].content and "Say hello" in call.input_messages[-1].content
