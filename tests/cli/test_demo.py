@@ -29,7 +29,10 @@ def test_demo_runs_end_to_end(tmp_path):
         timeout=300,
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "failed" not in r.stdout, r.stdout
+    assert "failed:" not in r.stdout, r.stdout
+    assert "gate passed (exit 0)" in r.stdout and "production stays on v1" in r.stdout, r.stdout
     assert "keel_sk_" in r.stdout and f"http://127.0.0.1:{port}" in r.stdout
     assert "401 without it" in r.stdout
     assert (tmp_path / ".keel" / "keel.db").exists()
+    report = (tmp_path / ".keel" / "demo" / "report-v2.md").read_text()
+    assert "failed" in report and "states_policy" in report

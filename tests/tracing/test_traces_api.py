@@ -284,10 +284,22 @@ def test_forwarding_to_another_collector(tmp_path, monkeypatch):
                 time.sleep(0.05)
             fwd = c.app.state.keel.extras["otlp_forwarder"]
             assert fwd.sent == 2 and fwd.dropped == 0
-        assert received == [
+            # spans written in-process (the gateway's) are forwarded too, as protobuf
+            local = agent_trace("fwd-local")
+            c.app.state.keel.extras["ingest"].write("default", local)
+            deadline = time.monotonic() + 10
+            while len(received) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert received[:2] == [
             (pb, "application/x-protobuf", "abc"),
             (js, "application/json", "abc"),
         ]
+        assert len(received) == 3 and received[2][1] == "application/x-protobuf"
+        from keel.otlp.decode import decode_protobuf
+
+        assert {s.span_id for s in decode_protobuf(received[2][0]).spans} == {
+            s.span_id for s in local
+        }
     finally:
         server.should_exit = True
         th.join(10)

@@ -12,9 +12,11 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import typer
 from rich.console import Console
 from rich.panel import Panel
@@ -33,6 +35,8 @@ class DemoContext:
     base_url: str
     api_key: str
     project: str
+    store_url: str = ""
+    workdir: Path = Path(".keel/demo")
     results: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -109,9 +113,201 @@ def step_check_auth(demo: DemoContext) -> str:
     return f"project {ok.json()['data'][0]['name']!r} with the key; 401 without it"
 
 
+QUESTIONS = [
+    "How long do I have to return a jacket?",
+    "Can I get a refund on a sale item?",
+    "My order arrived damaged, what now?",
+    "Do you refund shipping costs?",
+    "How do I start a return?",
+    "Is there a restocking fee?",
+]
+
+PROMPT_V1 = """messages:
+  - {role: system, content: "You are the support assistant of Keel Outfitters."}
+  - {role: user, content: "Policy: refunds within 30 days of delivery. Customer asks: {{question}}"}
+config: {model: fake:echo, temperature: 0}
+message: first version
+"""
+
+PROMPT_V2 = """messages:
+  - {role: system, content: "You are the support assistant of Keel Outfitters."}
+  - {role: user, content: "Be brief. Customer asks: {{question}}"}
+config: {model: fake:echo, temperature: 0}
+message: shorter prompt (drops the policy)
+"""
+
+SUITE = """name: support-answer
+target: {prompt: support-answer@VERSION, model: fake:echo}
+dataset: support-questions
+evaluators:
+  - {name: Contains, value: "30 days", alias: states_policy}
+  - {name: Refusal, alias: no_refusal}
+gate:
+  rules: ["states_policy.pass_rate>=0.9"]
+  min_samples: 5
+run: {concurrency: 8}
+"""
+
+
+def _cli(demo: DemoContext, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a ``keel`` command the way a user (or CI) would, against the demo's store."""
+    env = {**os.environ, "KEEL_STORE__URL": demo.store_url, "COLUMNS": "120"}
+    return subprocess.run(
+        [sys.executable, "-m", "keel", *args],
+        cwd=demo.workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def step_gateway(demo: DemoContext) -> str:
+    """Send real traffic through the OpenAI-compatible gateway with the official SDK."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{demo.base_url}/v1", api_key=demo.api_key, max_retries=0)
+    answers = []
+    for q in QUESTIONS:
+        r = client.chat.completions.create(
+            model="fake:echo", messages=[{"role": "user", "content": q}]
+        )
+        answers.append(r.choices[0].message.content or "")
+    stream = client.chat.completions.create(
+        model="fake:echo", messages=[{"role": "user", "content": "streamed hello"}], stream=True
+    )
+    streamed = "".join((c.choices[0].delta.content or "") for c in stream if c.choices)
+    return f"{len(answers) + 1} chat completions (1 streamed: {streamed!r}), each traced with its route decision"
+
+
+def step_curate(demo: DemoContext) -> str:
+    """Curate production traffic into a dataset (rows keep back-links to their traces)."""
+    time.sleep(1.0)  # let the gateway's spans reach the store
+    r = _cli(
+        demo,
+        "--json",
+        "datasets",
+        "add-from-traces",
+        "--dataset",
+        "production-samples",
+        "--project",
+        demo.project,
+        "--filter",
+        "model=fake:echo",
+        "--limit",
+        "20",
+        "--message",
+        "demo curation",
+    )
+    if r.returncode != 0:
+        raise RuntimeError((r.stderr or r.stdout).strip().splitlines()[-1])
+    curated = orjson.loads(r.stdout) if r.stdout.strip().startswith("{") else {}
+    n_curated = curated.get("added", curated.get("rows", curated.get("row_count", "?")))
+    rows = demo.workdir / "support-questions.jsonl"
+    rows.write_text(
+        "".join(orjson.dumps({"input": {"question": q}}).decode() + "\n" for q in QUESTIONS)
+    )
+    r2 = _cli(
+        demo,
+        "datasets",
+        "push",
+        str(rows),
+        "--name",
+        "support-questions",
+        "--project",
+        demo.project,
+    )
+    if r2.returncode != 0:
+        raise RuntimeError((r2.stderr or r2.stdout).strip().splitlines()[-1])
+    return f"production-samples ({n_curated} rows from traces, with back-links) and support-questions (6 rows)"
+
+
+def step_prompts(demo: DemoContext) -> str:
+    """Push prompt v1 and v2 from files, as code."""
+    d = demo.workdir / "prompts"
+    d.mkdir(exist_ok=True)
+    out = []
+    for text in (PROMPT_V1, PROMPT_V2):
+        (d / "support-answer.yaml").write_text(text)
+        r = _cli(demo, "--json", "prompts", "push", str(d), "--project", demo.project)
+        if r.returncode != 0:
+            raise RuntimeError((r.stderr or r.stdout).strip().splitlines()[-1])
+        out.append(r.stdout)
+    return "support-answer v1 (states the 30-day policy) and v2 (drops it)"
+
+
+def _eval(demo: DemoContext, version: int, *extra: str) -> tuple[int, str]:
+    suite = demo.workdir / f"suite-v{version}.yaml"
+    suite.write_text(SUITE.replace("VERSION", str(version)))
+    md = demo.workdir / f"report-v{version}.md"
+    r = _cli(
+        demo,
+        "eval",
+        "run",
+        str(suite),
+        "--project",
+        demo.project,
+        "--no-progress",
+        "--markdown",
+        str(md),
+    )
+    if r.returncode not in (0, 1):
+        raise RuntimeError((r.stderr or r.stdout).strip().splitlines()[-1])
+    return r.returncode, str(md)
+
+
+def step_eval_v1(demo: DemoContext) -> str:
+    """Eval-driven CI on v1, then promote it to production (a protected label)."""
+    code, md = _eval(demo, 1)
+    if code != 0:
+        raise RuntimeError(f"v1 should pass its gate; see {md}")
+    r = _cli(
+        demo,
+        "prompts",
+        "label",
+        "support-answer",
+        "production",
+        "1",
+        "--project",
+        demo.project,
+        "--reason",
+        "demo: gate passed",
+    )
+    if r.returncode != 0:
+        raise RuntimeError((r.stderr or r.stdout).strip().splitlines()[-1])
+    return f"gate passed (exit 0); production → v1. Report: {md}"
+
+
+def step_eval_v2(demo: DemoContext) -> str:
+    """Eval v2: the regression fails the gate and production cannot move to it."""
+    code, md = _eval(demo, 2, "--baseline", "production")
+    if code != 1:
+        raise RuntimeError(f"v2 should fail its gate (exit 1), got exit {code}; see {md}")
+    r = _cli(
+        demo,
+        "prompts",
+        "label",
+        "support-answer",
+        "production",
+        "2",
+        "--project",
+        demo.project,
+        "--reason",
+        "demo: try v2",
+    )
+    if r.returncode == 0:
+        raise RuntimeError("moving production to a version without a passed run should be refused")
+    return f"gate FAILED (exit 1) and production stays on v1. Report: {md}"
+
+
 STEPS: list[tuple[str, Callable[[DemoContext], str]]] = [
     ("check API-key auth", step_check_auth),
     ("send an agent trace through the SDK", step_send_spans),
+    ("call the gateway with the openai SDK", step_gateway),
+    ("curate datasets", step_curate),
+    ("push prompt versions", step_prompts),
+    ("eval v1 and promote it", step_eval_v1),
+    ("eval v2 (a regression)", step_eval_v2),
 ]
 
 
@@ -137,7 +333,14 @@ def demo(
     base_url = f"http://{host}:{port}"
     store.close()
     proc = _start_server(settings, host, port)
-    demo_ctx = DemoContext(base_url=base_url, api_key=secret, project="demo")
+    store_url = settings.store.url
+    if store_url.startswith("sqlite:///") and not store_url.startswith("sqlite:////"):
+        store_url = "sqlite:///" + str(Path(store_url[len("sqlite:///") :]).resolve())
+    workdir = Path(".keel/demo").resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    demo_ctx = DemoContext(
+        base_url=base_url, api_key=secret, project="demo", store_url=store_url, workdir=workdir
+    )
     table = Table(title="Keel demo", header_style="bold cyan")
     table.add_column("step")
     table.add_column("result")
@@ -150,7 +353,7 @@ def demo(
     console.print(table)
     console.print(
         Panel.fit(
-            f"URL:     {base_url}\nAPI key: {secret}\nStore:   {settings.store.url}\n\n"
+            f"URL:     {base_url}   (web UI: open it, paste the key)\nAPI key: {secret}\nStore:   {settings.store.url}\n\n"
             f'curl -H "Authorization: Bearer {secret}" {base_url}/api/projects',
             title="Keel is running",
         )

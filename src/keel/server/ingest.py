@@ -223,6 +223,7 @@ _BACKGROUND: set[asyncio.Future[Any]] = set()
 class _Item:
     records: list[SpanRecord]
     future: concurrent.futures.Future[int]
+    local: bool = True
 
 
 class IngestWriter:
@@ -253,6 +254,9 @@ class IngestWriter:
         self.batches = 0
         self.rejected_full = 0
         self.failed_batches = 0
+        # Called (on the writer thread) with the records of in-process submits after they are
+        # committed; the OTLP route uses it to forward the gateway's spans too.
+        self.on_local_commit: Callable[[list[SpanRecord]], None] | None = None
         self._started = time.monotonic()
 
     # ---------------------------------------------------------------- lifecycle
@@ -306,8 +310,13 @@ class IngestWriter:
         """
         return self.enqueue(self.prepare(project_id, spans))
 
-    def enqueue(self, records: list[SpanRecord]) -> concurrent.futures.Future[int]:
-        """Queue already-prepared records (see :meth:`prepare`)."""
+    def enqueue(
+        self, records: list[SpanRecord], *, local: bool = True
+    ) -> concurrent.futures.Future[int]:
+        """Queue already-prepared records (see :meth:`prepare`).
+
+        ``local=False`` marks spans that arrived over OTLP (forwarded as received, not again).
+        """
         fut: concurrent.futures.Future[int] = concurrent.futures.Future()
         if not records:
             fut.set_result(0)
@@ -323,7 +332,7 @@ class IngestWriter:
                     retry_after=self._retry_after(),
                     hint="retry after the Retry-After delay; the server is writing as fast as it can",
                 )
-            self._items.append(_Item(records, fut))
+            self._items.append(_Item(records, fut, local))
             self._pending += n
             self._cond.notify()
         return fut
@@ -388,6 +397,14 @@ class IngestWriter:
         self.batches += 1
         for it in batch:
             it.future.set_result(len(it.records))
+        hook = self.on_local_commit
+        if hook is not None:
+            local = [r for it in batch if it.local for r in it.records]
+            if local:
+                try:
+                    hook(local)
+                except Exception:
+                    log.exception("on_local_commit hook failed")
         if self.events is not None:
             try:
                 self.events.observe(records)

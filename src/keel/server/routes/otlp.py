@@ -30,6 +30,7 @@ from starlette.responses import Response
 
 from keel.errors import InvalidInputError, KeelError, PayloadTooLargeError, UnavailableError
 from keel.otlp.decode import JSON, PROTOBUF, DecodedBatch, decode_request, media_type
+from keel.otlp.encode import encode_protobuf
 from keel.server.auth import AuthContext
 from keel.server.deps import AppContext, get_context, require_auth
 from keel.server.errors import keel_error_response
@@ -64,6 +65,16 @@ async def startup(ctx: AppContext) -> None:
         fwd = OtlpForwarder(t.forward_endpoint, headers)
         await fwd.start()
         ctx.extras["otlp_forwarder"] = fwd
+        loop = asyncio.get_running_loop()
+
+        def forward_local(records: list[Any]) -> None:
+            # Spans written in-process (the gateway's) never came as a payload: encode them.
+            def offer() -> None:
+                fwd.offer(encode_protobuf([r.span for r in records]), PROTOBUF)
+
+            loop.call_soon_threadsafe(offer)
+
+        writer.on_local_commit = forward_local
 
 
 async def shutdown(ctx: AppContext) -> None:
@@ -180,7 +191,7 @@ async def export_traces(
             batch, records = decode_and_prepare()
         else:
             batch, records = await anyio.to_thread.run_sync(decode_and_prepare)
-        fut = writer.enqueue(records)
+        fut = writer.enqueue(records, local=False)
         try:
             await asyncio.wait_for(asyncio.wrap_future(fut), COMMIT_TIMEOUT_S)
         except TimeoutError:
