@@ -100,13 +100,9 @@ def keel_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeelServer
         )
     )
     app = create_app(Settings(), store)
-    # FastAPI >= 0.16x traces its own requests through the global tracer provider. The SDK
-    # under test installs one in this same process, so every OTLP export would produce server
-    # spans that are exported again, forever. A real app and its Keel server are separate
-    # processes; here the server's own telemetry is switched off.
-    telemetry = getattr(app, "_telemetry", None)
-    if isinstance(telemetry, dict):
-        telemetry["tracing"] = False
+    # create_app switches FastAPI's own request tracing off; without that, the SDK under test
+    # (same process) would export the server's spans back to it forever.
+    assert app._telemetry.get("tracing") is False
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -57,17 +57,33 @@ _UNPRICED = frozenset({"ollama", "vllm", "llama.cpp", "local", "fake", "keel.loc
 _FLAT_KEYS = ("input_mtok", "cache_read_mtok", "cache_write_mtok", "output_mtok")
 
 
+# A per-token rate: a float, or (base, ((start, rate), ...)) for tiered "cliff" pricing where
+# crossing a tier's start (total input tokens) applies its rate to all tokens.
+_Rate = float | tuple[float, tuple[tuple[int, float], ...]]
+
+
 @dataclass(frozen=True)
 class _Price:
-    """Flat per-token prices in USD (None: use genai-prices' calculator)."""
+    """Per-token prices in USD (None: use genai-prices' calculator)."""
 
     source: str
     model_price: Any
-    input: float | None
-    cache_read: float | None
-    cache_write: float | None
-    output: float | None
+    input: _Rate | None
+    cache_read: _Rate | None
+    cache_write: _Rate | None
+    output: _Rate | None
     flat: bool
+
+
+def _at(rate: _Rate | None, total_input: int) -> float | None:
+    """The rate that applies at ``total_input`` tokens (genai-prices' cliff rule)."""
+    if rate is None or isinstance(rate, float):
+        return rate
+    base, tiers = rate
+    for start, r in reversed(tiers):
+        if total_input > start:
+            return r
+    return base
 
 
 def _version() -> str:
@@ -103,11 +119,21 @@ def _lookup(provider_id: str | None, model: str, day: str) -> _Price | None:
     values = {k: v for k, v in vars(mp).items() if v is not None and not k.startswith("_")}
     # Flat when the token prices are plain per-token figures (not tiered by context length).
     # Per-request or per-search prices do not apply to the units Keel counts.
-    flat = all(isinstance(values[k], Decimal) for k in _FLAT_KEYS if k in values)
+    # Flat or tiered per-token prices are computed here; anything else uses genai-prices.
+    flat = all(
+        isinstance(values[k], Decimal) or hasattr(values[k], "tiers")
+        for k in _FLAT_KEYS
+        if k in values
+    )
 
-    def rate(key: str) -> float | None:
+    def rate(key: str) -> _Rate | None:
         v = values.get(key)
-        return float(v) / 1_000_000 if isinstance(v, Decimal) else None
+        if isinstance(v, Decimal):
+            return float(v) / 1_000_000
+        if v is not None and hasattr(v, "tiers"):
+            tiers = tuple(sorted((int(t.start), float(t.price) / 1_000_000) for t in v.tiers))
+            return (float(v.base) / 1_000_000, tiers)
+        return None
 
     return _Price(
         source=f"genai-prices {_version()}: {calc.provider.id}/{calc.model.id}",
@@ -156,9 +182,11 @@ def price_tokens(
         cr = cached_tokens or 0
         cw = cache_write_tokens or 0
         plain = max(0, input_tokens - cr - cw)
-        cost = plain * price.input + output_tokens * price.output
-        cost += cr * (price.cache_read if price.cache_read is not None else price.input)
-        cost += cw * (price.cache_write if price.cache_write is not None else price.input)
+        r_in = _at(price.input, input_tokens) or 0.0
+        r_cr, r_cw = _at(price.cache_read, input_tokens), _at(price.cache_write, input_tokens)
+        cost = plain * r_in + output_tokens * (_at(price.output, input_tokens) or 0.0)
+        cost += cr * (r_cr if r_cr is not None else r_in)
+        cost += cw * (r_cw if r_cw is not None else r_in)
         return cost, price.source
     try:
         from genai_prices import Usage

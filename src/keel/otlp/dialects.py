@@ -634,18 +634,19 @@ def _is_candidate(attrs: Mapping[str, Any]) -> bool:
 # ---------------------------------------------------------------------------------------------
 # the entry point
 # ---------------------------------------------------------------------------------------------
-def to_llm_call(span: Span | Mapping[str, Any]) -> LlmCall | None:
+def to_llm_call(span: Span | Mapping[str, Any], *, index_only: bool = False) -> LlmCall | None:
     """The ``LlmCall`` view of a span, or None when the span is not an LLM/agent step.
 
     ``span`` is a :class:`Span` (events, status, scope and timing are then used too) or a plain
-    mapping of its attributes.
+    mapping of its attributes. ``index_only`` skips messages, tool calls, documents and tool
+    definitions (the ingest path stores only the scalar fields; it is several times faster).
     """
     sp = span if isinstance(span, Span) else None
     attrs: Mapping[str, Any] = span.attributes if isinstance(span, Span) else span
     if not _is_candidate(attrs) and not (sp is not None and _llm_scope_span(sp)):
         return None
     try:
-        return _build(attrs, sp)
+        return _build(attrs, sp, index_only)
     except Exception:  # a hostile or odd attribute must never break ingest
         _log.warning("could not read the LLM view of a span", exc_info=True)
         return None
@@ -756,7 +757,7 @@ def _nested(d: Mapping[str, Any], *path: str) -> Any:
     return cur
 
 
-def _build(attrs: Mapping[str, Any], span: Span | None) -> LlmCall | None:
+def _build(attrs: Mapping[str, Any], span: Span | None, index_only: bool = False) -> LlmCall | None:
     get = attrs.get
     dialect = _dialect(attrs, span.scope if span else None, span.resource if span else {})
     op = _operation(get, dialect, span)
@@ -896,139 +897,153 @@ def _build(attrs: Mapping[str, Any], span: Span | None) -> LlmCall | None:
         # libraries write 0 when they do not know the model's price: not a real figure
         cost, cost_source = None, None
 
-    # messages
+    # messages, tool calls and documents: skipped on the ingest path (index_only), where only
+    # the indexed fields are stored and the full view is rebuilt on read.
     input_messages: list[Message] = []
     output_messages: list[Message] = []
-    raw_in = get("gen_ai.input.messages")
-    if raw_in is not None:
-        input_messages = _genai_messages(raw_in)
-    elif get("gen_ai.input.messages.0.message.role") is not None:
-        input_messages = _indexed_messages(
-            get, "gen_ai.input.messages.", ".message.", ".tool_call.", "function."
-        )
-    elif (
-        get("llm.input_messages.0.message.role") is not None
-        or get("llm.input_messages.0.message.content") is not None
-    ):
-        input_messages = _indexed_messages(
-            get, "llm.input_messages.", ".message.", ".tool_call.", "function."
-        )
-    elif get("gen_ai.prompt.0.role") is not None or get("gen_ai.prompt.0.content") is not None:
-        input_messages = _indexed_messages(get, "gen_ai.prompt.", ".", ".", "")
-    elif get("llm.prompts.0.prompt.text") is not None:
-        i, input_messages = 0, []
-        while (t := get(f"llm.prompts.{i}.prompt.text")) is not None:
-            input_messages.append(Message(role="user", content=str(t)))
-            i += 1
-    elif dialect == "langfuse" and get("langfuse.observation.input") is not None:
-        input_messages = _langfuse_messages(get("langfuse.observation.input"), "user")
-    elif get("gen_ai.prompt") is not None:
-        input_messages = _legacy_text_messages(get("gen_ai.prompt"), "user")
-    si = get("gen_ai.system_instructions")
-    if si is not None and not any(m.role == "system" for m in input_messages):
-        sm = _system_instructions(si)
-        if sm:
-            input_messages.insert(0, sm)
-
-    raw_out = get("gen_ai.output.messages")
-    if raw_out is not None:
-        output_messages = _genai_messages(raw_out)
-    elif get("gen_ai.output.messages.0.message.role") is not None:
-        output_messages = _indexed_messages(
-            get, "gen_ai.output.messages.", ".message.", ".tool_call.", "function."
-        )
-    elif (
-        get("llm.output_messages.0.message.role") is not None
-        or get("llm.output_messages.0.message.content") is not None
-    ):
-        output_messages = _indexed_messages(
-            get, "llm.output_messages.", ".message.", ".tool_call.", "function."
-        )
-    elif (
-        get("gen_ai.completion.0.role") is not None
-        or get("gen_ai.completion.0.content") is not None
-        or get("gen_ai.completion.0.tool_calls.0.name") is not None
-    ):
-        output_messages = _indexed_messages(get, "gen_ai.completion.", ".", ".", "")
-    elif get("llm.choices.0.completion.text") is not None:
-        i = 0
-        while (t := get(f"llm.choices.{i}.completion.text")) is not None:
-            output_messages.append(Message(role="assistant", content=str(t)))
-            i += 1
-    elif dialect == "langfuse" and get("langfuse.observation.output") is not None:
-        output_messages = _langfuse_messages(get("langfuse.observation.output"), "assistant")
-    elif get("gen_ai.completion") is not None:
-        output_messages = _legacy_text_messages(get("gen_ai.completion"), "assistant")
-
-    if span is not None and span.events and (not input_messages or not output_messages):
-        ev_in, ev_out = _event_messages(span.events)
-        input_messages = input_messages or ev_in
-        output_messages = output_messages or ev_out
-
-    # plain input.value / output.value on model spans (traceAI streams, OpenInference text)
-    if op in _LLM_OPS_WITHOUT_KIND and not output_messages:
-        ov = get("output.value")
-        if isinstance(ov, str) and ov and get("output.mime_type") != "application/json":
-            output_messages = [Message(role="assistant", content=ov)]
-    if op in _LLM_OPS_WITHOUT_KIND and not input_messages:
-        iv = get("input.value")
-        if isinstance(iv, str) and iv and get("input.mime_type") != "application/json":
-            input_messages = [Message(role="user", content=iv)]
-
-    # tool calls: requested by the model (output messages) or executed by this span
-    tool_calls: list[ToolCall] = [tc for m in output_messages for tc in m.tool_calls]
+    tool_calls: list[ToolCall] = []
+    documents: list[Document] = []
     tool_name = _str(_first(get, "gen_ai.tool.name", "tool.name"))
-    if op == "execute_tool" or (tool_name and op is None):
-        args = _first(get, "gen_ai.tool.call.arguments", "tool.parameters", "gen_ai.tool.args")
-        result = get("gen_ai.tool.call.result")
-        if args is None and get("openinference.span.kind") is not None:
-            args = get("input.value")
-            result = result if result is not None else get("output.value")
-        if tool_name and not tool_calls:
+    need_messages = not index_only or (
+        op is None and input_tokens is None and (request_model or response_model) is not None
+    )
+    if need_messages:
+        # messages
+        input_messages = []
+        output_messages = []
+        raw_in = get("gen_ai.input.messages")
+        if raw_in is not None:
+            input_messages = _genai_messages(raw_in)
+        elif get("gen_ai.input.messages.0.message.role") is not None:
+            input_messages = _indexed_messages(
+                get, "gen_ai.input.messages.", ".message.", ".tool_call.", "function."
+            )
+        elif (
+            get("llm.input_messages.0.message.role") is not None
+            or get("llm.input_messages.0.message.content") is not None
+        ):
+            input_messages = _indexed_messages(
+                get, "llm.input_messages.", ".message.", ".tool_call.", "function."
+            )
+        elif get("gen_ai.prompt.0.role") is not None or get("gen_ai.prompt.0.content") is not None:
+            input_messages = _indexed_messages(get, "gen_ai.prompt.", ".", ".", "")
+        elif get("llm.prompts.0.prompt.text") is not None:
+            i, input_messages = 0, []
+            while (t := get(f"llm.prompts.{i}.prompt.text")) is not None:
+                input_messages.append(Message(role="user", content=str(t)))
+                i += 1
+        elif dialect == "langfuse" and get("langfuse.observation.input") is not None:
+            input_messages = _langfuse_messages(get("langfuse.observation.input"), "user")
+        elif get("gen_ai.prompt") is not None:
+            input_messages = _legacy_text_messages(get("gen_ai.prompt"), "user")
+        si = get("gen_ai.system_instructions")
+        if si is not None and not any(m.role == "system" for m in input_messages):
+            sm = _system_instructions(si)
+            if sm:
+                input_messages.insert(0, sm)
+
+        raw_out = get("gen_ai.output.messages")
+        if raw_out is not None:
+            output_messages = _genai_messages(raw_out)
+        elif get("gen_ai.output.messages.0.message.role") is not None:
+            output_messages = _indexed_messages(
+                get, "gen_ai.output.messages.", ".message.", ".tool_call.", "function."
+            )
+        elif (
+            get("llm.output_messages.0.message.role") is not None
+            or get("llm.output_messages.0.message.content") is not None
+        ):
+            output_messages = _indexed_messages(
+                get, "llm.output_messages.", ".message.", ".tool_call.", "function."
+            )
+        elif (
+            get("gen_ai.completion.0.role") is not None
+            or get("gen_ai.completion.0.content") is not None
+            or get("gen_ai.completion.0.tool_calls.0.name") is not None
+        ):
+            output_messages = _indexed_messages(get, "gen_ai.completion.", ".", ".", "")
+        elif get("llm.choices.0.completion.text") is not None:
+            i = 0
+            while (t := get(f"llm.choices.{i}.completion.text")) is not None:
+                output_messages.append(Message(role="assistant", content=str(t)))
+                i += 1
+        elif dialect == "langfuse" and get("langfuse.observation.output") is not None:
+            output_messages = _langfuse_messages(get("langfuse.observation.output"), "assistant")
+        elif get("gen_ai.completion") is not None:
+            output_messages = _legacy_text_messages(get("gen_ai.completion"), "assistant")
+
+        if span is not None and span.events and (not input_messages or not output_messages):
+            ev_in, ev_out = _event_messages(span.events)
+            input_messages = input_messages or ev_in
+            output_messages = output_messages or ev_out
+
+        # plain input.value / output.value on model spans (traceAI streams, OpenInference text)
+        if op in _LLM_OPS_WITHOUT_KIND and not output_messages:
+            ov = get("output.value")
+            if isinstance(ov, str) and ov and get("output.mime_type") != "application/json":
+                output_messages = [Message(role="assistant", content=ov)]
+        if op in _LLM_OPS_WITHOUT_KIND and not input_messages:
+            iv = get("input.value")
+            if isinstance(iv, str) and iv and get("input.mime_type") != "application/json":
+                input_messages = [Message(role="user", content=iv)]
+
+        # tool calls: requested by the model (output messages) or executed by this span
+        tool_calls = [tc for m in output_messages for tc in m.tool_calls]
+        if op == "execute_tool" or (tool_name and op is None):
+            args = _first(get, "gen_ai.tool.call.arguments", "tool.parameters", "gen_ai.tool.args")
+            result = get("gen_ai.tool.call.result")
+            if args is None and get("openinference.span.kind") is not None:
+                args = get("input.value")
+                result = result if result is not None else get("output.value")
+            if tool_name and not tool_calls:
+                tool_calls = [
+                    ToolCall(
+                        id=_str(_first(get, "gen_ai.tool.call.id", "tool.id", "tool_call.id")),
+                        name=tool_name,
+                        arguments=_maybe_json(args),
+                        result=_maybe_json(result),
+                    )
+                ]
+        elif not tool_calls and tool_name and get("gen_ai.tool.args") is not None:
+            # OpenLIT writes the model's requested call as flat attributes on the chat span
             tool_calls = [
                 ToolCall(
-                    id=_str(_first(get, "gen_ai.tool.call.id", "tool.id", "tool_call.id")),
+                    id=_str(get("gen_ai.tool.call.id")),
                     name=tool_name,
-                    arguments=_maybe_json(args),
-                    result=_maybe_json(result),
+                    arguments=_maybe_json(get("gen_ai.tool.args")),
                 )
             ]
-    elif not tool_calls and tool_name and get("gen_ai.tool.args") is not None:
-        # OpenLIT writes the model's requested call as flat attributes on the chat span
-        tool_calls = [
-            ToolCall(
-                id=_str(get("gen_ai.tool.call.id")),
-                name=tool_name,
-                arguments=_maybe_json(get("gen_ai.tool.args")),
-            )
-        ]
-        if (
-            output_messages
-            and not output_messages[-1].tool_calls
-            and not output_messages[-1].content
-        ):
-            output_messages[-1] = output_messages[-1].model_copy(update={"tool_calls": tool_calls})
-        elif not output_messages:
-            output_messages = [Message(role="assistant", tool_calls=tool_calls)]
-    if dialect == "openlit" and tool_calls:
-        # OpenLIT records an empty completion string for tool-call answers
-        output_messages = [
-            m for m in output_messages if m.content or m.tool_calls or m.role != "assistant"
-        ] or [Message(role="assistant", tool_calls=tool_calls)]
-        if not output_messages[-1].tool_calls:
-            output_messages[-1] = output_messages[-1].model_copy(update={"tool_calls": tool_calls})
+            if (
+                output_messages
+                and not output_messages[-1].tool_calls
+                and not output_messages[-1].content
+            ):
+                output_messages[-1] = output_messages[-1].model_copy(
+                    update={"tool_calls": tool_calls}
+                )
+            elif not output_messages:
+                output_messages = [Message(role="assistant", tool_calls=tool_calls)]
+        if dialect == "openlit" and tool_calls:
+            # OpenLIT records an empty completion string for tool-call answers
+            output_messages = [
+                m for m in output_messages if m.content or m.tool_calls or m.role != "assistant"
+            ] or [Message(role="assistant", tool_calls=tool_calls)]
+            if not output_messages[-1].tool_calls:
+                output_messages[-1] = output_messages[-1].model_copy(
+                    update={"tool_calls": tool_calls}
+                )
 
-    # retrieved documents
-    documents: list[Document] = []
-    if (
-        get("retrieval.documents.0.document.content") is not None
-        or get("retrieval.documents.0.document.id") is not None
-    ):
-        documents = _oi_documents(get, "retrieval.documents.")
-    elif get("gen_ai.retrieval.documents") is not None:
-        documents = _json_documents(get("gen_ai.retrieval.documents"))
-    elif get("reranker.output_documents.0.document.content") is not None:
-        documents = _oi_documents(get, "reranker.output_documents.")
+        # retrieved documents
+        documents = []
+        if (
+            get("retrieval.documents.0.document.content") is not None
+            or get("retrieval.documents.0.document.id") is not None
+        ):
+            documents = _oi_documents(get, "retrieval.documents.")
+        elif get("gen_ai.retrieval.documents") is not None:
+            documents = _json_documents(get("gen_ai.retrieval.documents"))
+        elif get("reranker.output_documents.0.document.content") is not None:
+            documents = _oi_documents(get, "reranker.output_documents.")
 
     # prompt, route, agent
     prompt_name = _str(
@@ -1102,7 +1117,7 @@ def _build(attrs: Mapping[str, Any], span: Span | None) -> LlmCall | None:
         input_messages=input_messages,
         output_messages=output_messages,
         tool_calls=tool_calls,
-        available_tools=_tool_definitions(get),
+        available_tools=[] if index_only else _tool_definitions(get),
         documents=documents,
         prompt_name=prompt_name,
         prompt_version=prompt_version,

@@ -73,6 +73,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         version=__version__,
         description="LLMOps reliability platform: traces, prompts, datasets, evaluators, gateway, releases.",
         lifespan=lifespan,
+        # FastAPI's own request tracing goes to the process-global OTel provider: in a process
+        # that also runs the Keel SDK, every OTLP export would create spans that are exported
+        # to /v1/traces again, forever. Keel records what matters (gateway, ingest) itself.
+        telemetry={"tracing": False},
     )
     app.state.keel = ctx
     install_error_handlers(app)

@@ -61,10 +61,15 @@ def _load_pricer() -> Callable[[LlmCall], LlmCall] | None:
     return fn if callable(fn) else None
 
 
-def understand(span: Span, pricer: Callable[[LlmCall], LlmCall] | None = None) -> LlmCall | None:
-    """The priced ``LlmCall`` view of a span, or None; never raises (a bad span stays raw)."""
+def understand(
+    span: Span, pricer: Callable[[LlmCall], LlmCall] | None = None, *, index_only: bool = False
+) -> LlmCall | None:
+    """The priced ``LlmCall`` view of a span, or None; never raises (a bad span stays raw).
+
+    ``index_only`` (the ingest path) skips messages, tool calls and documents: only the scalar
+    fields are stored, and the read path rebuilds the full view."""
     try:
-        llm = to_llm_call(span)
+        llm = to_llm_call(span, index_only=index_only)
     except Exception:
         log.debug("dialect normalization failed for span %s", span.span_id, exc_info=True)
         return None
@@ -297,7 +302,7 @@ class IngestWriter:
         for s in spans:
             if project_id is not None and s.project_id != project_id:
                 s = s.model_copy(update={"project_id": project_id})
-            out.append(SpanRecord(s, understand(s, pricer)))
+            out.append(SpanRecord(s, understand(s, pricer, index_only=True)))
         return out
 
     def submit(
