@@ -548,10 +548,16 @@ def main() -> None:
         if r is None:
             continue
         ratio = f"{k['rps'] / r['rps']:.2f}x" if k and name != "keel" and r["rps"] > 0 else "-"
+        cpu = r.get("cpu_us_per_req", float("nan"))
+        per_core = 1e6 / cpu if cpu == cpu and cpu > 0 else float("nan")
         print(
-            f"| {name} | {r['p50'] - d['p50']:.3f} | {r['p99'] - d['p99']:.3f} | {r['rps']:,.0f} | {ratio} |"
+            f"| {name} | {r['p50'] - d['p50']:.3f} | {r['p99'] - d['p99']:.3f} | {r['rps']:,.0f} "
+            f"| {cpu:.0f} | {per_core:,.0f} | {ratio} |"
         )
-    print(f"| direct to mock | (p50 {d['p50']:.3f}) | (p99 {d['p99']:.3f}) | {d['rps']:,.0f} | - |")
+    print(
+        f"| direct to mock | (p50 {d['p50']:.3f}) | (p99 {d['p99']:.3f}) | {d['rps']:,.0f} "
+        f"| {d.get('cpu_us_per_req', float('nan')):.0f} | - | - |"
+    )
     print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
     print("RESULTS " + json.dumps(results))
 
