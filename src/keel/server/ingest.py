@@ -104,7 +104,7 @@ class TraceEvents:
         self,
         idle_s: float = 30.0,
         *,
-        max_tracked: int = 100_000,
+        max_tracked: int = 20_000,
         max_pending: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -196,7 +196,9 @@ class TraceEvents:
     def _finish(self, key: tuple[str, str], reason: Literal["root_ended", "idle"]) -> None:
         st = self._open.pop(key, None)
         self._done[key] = None
-        if len(self._done) > self._max_tracked * 2:
+        # Remember recently finished traces (so a late span does not announce them twice), but
+        # only a bounded number: one-span traces (every gateway request) would grow this forever.
+        while len(self._done) > self._max_tracked:
             self._done.popitem(last=False)
         event = TraceCompleted(key[0], key[1], reason, int(st[1]) if st else 0)
         self.emitted += 1
