@@ -380,3 +380,16 @@ def test_a_poison_request_fails_alone_in_a_group_commit():
         assert store.spans.count_spans() == 9
     finally:
         writer.stop()
+
+
+def test_huge_numeric_filters_are_rejected_not_crashing() -> None:
+    from starlette.testclient import TestClient
+
+    from keel.server import create_app
+    from keel.settings import Settings
+    from keel.storage import open_store
+
+    with TestClient(create_app(Settings(), open_store("memory://")), raise_server_exceptions=False) as c:
+        for q in ("min_duration_ms=1e308", "min_cost_usd=1e300", "min_duration_ms=inf"):
+            r = c.get(f"/api/traces?{q}")
+            assert r.status_code == 400, (q, r.text)
