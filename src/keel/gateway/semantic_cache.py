@@ -331,9 +331,18 @@ class Verdict:
 
 # Fitted by ``python bench/semantic_cache.py --fit`` on the tuning half of QQP (see
 # docs/bench-cache.md); standardisation is folded into the weights.
-DEFAULT_WEIGHTS: dict[str, float] = {name: 0.0 for name in FEATURES}
-DEFAULT_BIAS = 0.0
-DEFAULT_DECISION = 0.5
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "cos": -13.703679708371958,
+    "cos_sq": 16.45532006544675,
+    "jaccard": -1.1748607877359978,
+    "unmatched_rarity_sum": 0.2387402924120508,
+    "unmatched_rarity_max": -0.7143799761779404,
+    "unmatched_count": 0.022951046324624427,
+    "len_diff": 0.4431324608561186,
+    "wh_mismatch": -0.11523675346456858,
+}
+DEFAULT_BIAS = 0.85003150140024
+DEFAULT_DECISION = 0.8925
 
 
 @dataclass(slots=True)
