@@ -174,3 +174,11 @@ def test_embedding_batch_equals_single_and_threads_share_one_model() -> None:
     for t in threads:
         t.join()
     assert all(s is e for s in seen)
+
+
+def test_split_sentences_survives_punctuation_only_fragments() -> None:
+    from keel.ml.text import extract_entities, split_sentences
+
+    text = ". If the statement ‘‘”LINUX is only… ok. \"). Next one."
+    assert split_sentences(text)
+    extract_entities(text)

@@ -162,7 +162,8 @@ def split_sentences(text: str) -> list[str]:
     for p in parts:
         if out:
             prev = out[-1]
-            last = prev.rstrip(".!?\"')").split()[-1].lower().rstrip(".") if prev.split() else ""
+            words = prev.rstrip(".!?\"')").split()
+            last = words[-1].lower().rstrip(".") if words else ""
             if prev.endswith(".") and (last in _ABBREV or (len(last) == 1 and last.isalpha())):
                 out[-1] = f"{prev} {p}"
                 continue
