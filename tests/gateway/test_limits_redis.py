@@ -183,7 +183,8 @@ async def test_two_replicas_share_one_budget(redis_url: str, prefix: str) -> Non
         spent_day, _ = await lim.spent_usd(key.id)
     finally:
         await lim.close()
-    assert out["a_ok"] > 5 and out["b_ok"] > 5  # both replicas served traffic
+    # both replicas served traffic (the split depends on scheduling; the sum is the budget)
+    assert out["a_ok"] > 0 and out["b_ok"] > 0
     assert out["a_refused"] + out["b_refused"] > 0
     assert spent_day <= 2.0 + 1e-9
     assert spent_day > 2.0 - est - 1e-9
