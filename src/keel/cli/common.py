@@ -108,3 +108,27 @@ def _fail(e: KeelError, code: int) -> None:
     if e.hint:
         err_console.print(f"[yellow]hint:[/] {e.hint}")
     raise typer.Exit(code)
+
+
+PROJECT_OPTION = typer.Option(
+    "default", "--project", "-p", help="project name (created if missing)"
+)
+
+
+def cli_actor() -> str:
+    """Who the CLI acts as, for audit events (``cli:<user>``)."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:
+        return "cli"
+
+
+def open_project(ctx: typer.Context, project: str) -> tuple[Any, str]:
+    """The configured store and the id of ``project`` (created if missing)."""
+    from keel.cli.keys import ensure_project
+
+    store = open_cli_store(ctx)
+    proj: Any = ensure_project(store, project)
+    return store, proj.id

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import re
 import time
 from datetime import datetime
@@ -11,29 +10,27 @@ from typing import Any
 
 import typer
 
-from keel.cli.common import emit_json, err_console, handle_errors, open_cli_store, state, table
+from keel.cli.common import (
+    PROJECT_OPTION,
+    cli_actor,
+    emit_json,
+    err_console,
+    handle_errors,
+    open_project,
+    state,
+    table,
+)
 from keel.errors import InvalidInputError
 
 datasets_app = typer.Typer(
     help="Push, export, list and show datasets; curate rows from traces.", no_args_is_help=True
 )
 
-PROJECT = typer.Option("default", "--project", "-p", help="project name (created if missing)")
+PROJECT = PROJECT_OPTION
+_actor = cli_actor
 
 
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:
-        return "cli"
-
-
-def _open(ctx: typer.Context, project: str) -> tuple[Any, str]:
-    from keel.cli.keys import ensure_project
-
-    store = open_cli_store(ctx)
-    proj: Any = ensure_project(store, project)
-    return store, proj.id
+_open = open_project
 
 
 def _emit_push(ctx: typer.Context, res: Any) -> None:

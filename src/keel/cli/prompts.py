@@ -5,37 +5,37 @@ Runs against the configured store (``--store`` / ``keel.toml``), like ``keel key
 
 from __future__ import annotations
 
-import getpass
 import json as jsonlib
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from keel.cli.common import console, emit_json, handle_errors, open_cli_store, state, table
+from keel.cli.common import (
+    PROJECT_OPTION,
+    cli_actor,
+    console,
+    emit_json,
+    handle_errors,
+    open_project,
+    state,
+    table,
+)
 from keel.errors import InvalidInputError
 
 prompts_app = typer.Typer(
     help="Push, pull, show, label, diff and render registry prompts.", no_args_is_help=True
 )
 
-PROJECT = typer.Option("default", "--project", "-p", help="project name (created if missing)")
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:
-        return "cli"
+PROJECT = PROJECT_OPTION
+_actor = cli_actor
 
 
 def _open(ctx: typer.Context, project: str) -> tuple[Any, str]:
-    from keel.cli.keys import ensure_project
     from keel.prompts.registry import PromptRegistry
 
-    store = open_cli_store(ctx)
-    proj: Any = ensure_project(store, project)
-    return PromptRegistry(store), proj.id
+    store, project_id = open_project(ctx, project)
+    return PromptRegistry(store), project_id
 
 
 def _version_json(reg: Any, pid: str, pv: Any) -> dict[str, Any]:
