@@ -25,6 +25,7 @@ from keel.gateway.providers.http import (
     client_timeout,
     connection_error,
     post_json,
+    stream_event_json,
 )
 from keel.gateway.providers.openai import read_sse
 
@@ -411,16 +412,8 @@ class AnthropicProvider:
                 raise classify_error(resp.status, resp.headers, await resp.read(), self.name)
             tail = [False]
             async for event, data in read_sse(resp, tail):
-                try:
-                    doc = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    raise provider_error(
-                        f"{self.name} sent a stream event that is not valid JSON",
-                        status=None,
-                        code="malformed_chunk",
-                        retryable=not started,
-                    ) from None
-                if not isinstance(doc, dict):
+                doc = stream_event_json(data, self.name, started=started)
+                if doc is None:
                     continue
                 for c in tr.feed(event, doc):
                     started = True

@@ -199,3 +199,18 @@ def client_timeout(t: Timeouts, *, stream: bool) -> aiohttp.ClientTimeout:
         sock_connect=t.connect_s,
         sock_read=t.idle_s if stream else t.read_s,
     )
+
+
+def stream_event_json(data: bytes, provider: str, *, started: bool) -> dict[str, Any] | None:
+    """One SSE event's JSON object (None for a non-object). Invalid JSON is a ``malformed_chunk``
+    provider error, retryable only while nothing has reached the client yet."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise provider_error(
+            f"{provider} sent a stream event that is not valid JSON",
+            status=None,
+            code="malformed_chunk",
+            retryable=not started,
+        ) from None
+    return doc if isinstance(doc, dict) else None

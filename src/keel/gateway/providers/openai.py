@@ -24,6 +24,7 @@ from keel.gateway.providers.http import (
     connection_error,
     post_json,
     redact,
+    stream_event_json,
 )
 
 KEEL_FIELDS = frozenset({"variables", "keel"})
@@ -178,16 +179,8 @@ class OpenAIProvider:
             async for _event, data in read_sse(resp, tail):
                 if data == b"[DONE]":
                     break
-                try:
-                    chunk = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    raise provider_error(
-                        f"{self.name} sent a stream event that is not valid JSON",
-                        status=None,
-                        code="malformed_chunk",
-                        retryable=not started,
-                    ) from None
-                if not isinstance(chunk, dict):
+                chunk = stream_event_json(data, self.name, started=started)
+                if chunk is None:
                     continue
                 if "error" in chunk:
                     raise chunk_error(chunk, self.name)
