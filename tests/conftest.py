@@ -93,3 +93,13 @@ def store(store_url: str):  # type: ignore[no-untyped-def]
 def sql_store_url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: ignore[no-untyped-def]
     """A SQLite URL (for tests that need a file store but not every backend)."""
     return f"sqlite:///{tmp_path}/keel.db"
+
+
+# Property tests are deterministic here (CONVENTIONS: tests stay deterministic): the same
+# examples every run, so CI cannot fail on a new random draw. Explore with
+# `HYPOTHESIS_PROFILE=explore pytest ...` to hunt for new counterexamples.
+from hypothesis import settings as _hyp_settings  # noqa: E402
+
+_hyp_settings.register_profile("ci", derandomize=True, database=None, deadline=None)
+_hyp_settings.register_profile("explore", deadline=None)
+_hyp_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
