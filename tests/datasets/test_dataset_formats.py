@@ -80,6 +80,15 @@ def test_csv_cells_that_look_like_json_stay_strings(tmp_path: Path):
     assert [r.expected_output for r in back] == list(range(len(tricky)))
 
 
+@pytest.mark.parametrize("text", ["\r", "a\rb", "a\r\nb", "\n", "x,\"y\"\r"])
+def test_csv_cells_with_bare_carriage_returns(tmp_path: Path, text: str):
+    # A bare "\r" in a cell once went out unquoted and split the row on read.
+    data = [Row(input=text, context=[text], metadata={text: text}, tags=[text])]
+    p = tmp_path / "cr.csv"
+    formats.write_rows(data, p)
+    _same(data, list(formats.read_rows(p)))
+
+
 def test_hand_written_files(tmp_path: Path):
     (tmp_path / "a.csv").write_text(
         "input,expected_output,difficulty\nWhat is 2+2?,4,easy\nCapital of France?,Paris,\n",

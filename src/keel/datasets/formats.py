@@ -181,7 +181,9 @@ def read_csv(fp: IO[str], *, where: str = "input") -> Iterator[Row]:
 
 def write_csv(rows: Iterable[Row], fp: IO[str]) -> int:
     """Write CSV with a header; return the row count."""
-    w = csv.writer(fp, lineterminator="\n")
+    # RFC 4180 line ends: with "\r\n" as the terminator the writer quotes every cell holding a
+    # bare "\r" too (with "\n" alone it did not, and the reader split the row there).
+    w = csv.writer(fp, lineterminator="\r\n")
     w.writerow(COLUMNS)
     n = 0
     for r in rows:
