@@ -16,20 +16,33 @@ from pydantic import BaseModel
 
 
 def _normalize(value: Any) -> Any:
+    # Exact-type checks first: str, dict and list are nearly all content, and ``type(x) is``
+    # is several times cheaper than the isinstance chain below (which handles subclasses).
+    t = type(value)
+    if t is str or value is None or t is bool or t is int:
+        return value
+    if t is dict:
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str and not isinstance(k, str):
+                raise TypeError(f"content keys must be strings, got {type(k).__name__}")
+            tv = type(v)
+            out[k] = v if (tv is str or tv is int or tv is bool or v is None) else _normalize(v)
+        return out
+    if t is list or t is tuple:
+        return [
+            v
+            if (type(v) is str or v is None or type(v) is bool or type(v) is int)
+            else _normalize(v)
+            for v in value
+        ]
     if isinstance(value, BaseModel):
         return _normalize(value.model_dump(mode="json"))
     if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise TypeError(f"content keys must be strings, got {type(k).__name__}")
-            out[k] = _normalize(v)
-        return out
+        return _normalize(dict(value))
     if isinstance(value, list | tuple):
         return [_normalize(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
+    if isinstance(value, str | int):  # subclasses (bool, enums) encode as their base value
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
