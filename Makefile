@@ -18,12 +18,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+	@# optional compiled accelerators (the OTLP fast path); rebuilt only when their source changed
+	@$(PY) tools/build_ext.py
 
 demo: install
 	$(BIN)/keel demo
 
 lint: install
-	$(BIN)/ruff check src tests $(wildcard bench)
+	$(BIN)/ruff check src tests tools $(wildcard bench)
 
 typecheck: install
 	$(BIN)/mypy
@@ -40,4 +42,4 @@ bench: install
 	$(PY) bench/ingest.py
 
 clean:
-	rm -rf $(VENV) .keel .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .keel .pytest_cache .mypy_cache .ruff_cache build src/keel/otlp/_fastpb.c src/keel/otlp/_fastpb.*.so

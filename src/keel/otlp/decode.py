@@ -338,8 +338,28 @@ def _g(d: dict[str, Any], camel: str, snake: str) -> Any:
 # ----------------------------------------------------------------------------- protobuf
 
 
-def decode_protobuf(body: bytes, project_id: str = "default") -> DecodedBatch:
-    """Decode an ``ExportTraceServiceRequest`` in protobuf form."""
+try:  # the compiled fast path, when built (tools/build_ext.py; `make install` builds it)
+    from keel.otlp import _fastpb as _fast  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - depends on the install
+    _fast = None
+
+FAST_PATH = _fast is not None
+
+
+def decode_protobuf(body: bytes, project_id: str = "default", *, fast: bool = True) -> DecodedBatch:
+    """Decode an ``ExportTraceServiceRequest`` in protobuf form.
+
+    With the compiled fast path built, the common payload shape is read straight from the
+    wire; anything else (including every error and rejection) is decoded here in Python,
+    so both give the same result. ``fast=False`` forces the Python decoder.
+    """
+    if fast and _fast is not None:
+        limits = (MAX_STRING_BYTES, MAX_ATTRIBUTES, MAX_EVENTS, MAX_NAME_CHARS)
+        spans = _fast.decode_spans(
+            body, project_id, construct_trusted, Span, SpanEvent, _KINDS, _STATUSES, limits
+        )
+        if spans is not None:
+            return DecodedBatch(spans=spans)
     from google.protobuf.message import DecodeError
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,

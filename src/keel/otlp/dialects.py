@@ -37,7 +37,15 @@ from datetime import datetime
 from typing import Any
 
 from keel.core import semconv
-from keel.core.spans import Document, LlmCall, Message, Span, SpanStatus, ToolCall
+from keel.core.spans import (
+    Document,
+    LlmCall,
+    Message,
+    Span,
+    SpanStatus,
+    ToolCall,
+    construct_trusted,
+)
 
 __all__ = ["MODEL_OPERATIONS", "detect_dialect", "to_llm_call"]
 
@@ -1090,46 +1098,53 @@ def _build(attrs: Mapping[str, Any], span: Span | None, index_only: bool = False
     if max_tokens is not None and max_tokens < 0:
         max_tokens = None
 
-    return LlmCall(
-        operation=op
-        or (
-            "chat"
-            if (request_model or response_model) and (input_tokens is not None or input_messages)
-            else None
+    # Every value below is already of its field's type (read through _str/_int/_float, lists
+    # of Message/ToolCall/Document models), so the model is built without re-validation: on
+    # the ingest path pydantic's validation cost more than the whole reading of the span.
+    return construct_trusted(
+        LlmCall,
+        dict(
+            operation=op
+            or (
+                "chat"
+                if (request_model or response_model)
+                and (input_tokens is not None or input_messages)
+                else None
+            ),
+            provider=_provider(
+                _first(get, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
+            ),
+            request_model=request_model,
+            response_model=response_model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_tokens=cached,
+            cache_write_tokens=cache_write,
+            reasoning_tokens=reasoning,
+            total_tokens=total,
+            cost_usd=cost,
+            cost_source=cost_source,
+            ttft_ms=_ttft_ms(get, span),
+            temperature=temperature,
+            max_tokens=max_tokens,
+            finish_reasons=finish,
+            input_messages=input_messages,
+            output_messages=output_messages,
+            tool_calls=tool_calls,
+            available_tools=[] if index_only else _tool_definitions(get),
+            documents=documents,
+            prompt_name=prompt_name,
+            prompt_version=prompt_version,
+            prompt_label=prompt_label,
+            route=_str(get(semconv.ROUTE)),
+            agent_name=agent_name,
+            agent_step=_int(_first(get, semconv.AGENT_STEP, "gen_ai.agent.step")),
+            tool_name=tool_name,
+            error_type=_error_type(get, span),
+            response_id=_str(get("gen_ai.response.id")),
+            conversation_id=_str(_first(get, "gen_ai.conversation.id", "session.id")),
+            dialect=dialect,
         ),
-        provider=_provider(
-            _first(get, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
-        ),
-        request_model=request_model,
-        response_model=response_model,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cached_tokens=cached,
-        cache_write_tokens=cache_write,
-        reasoning_tokens=reasoning,
-        total_tokens=total,
-        cost_usd=cost,
-        cost_source=cost_source,
-        ttft_ms=_ttft_ms(get, span),
-        temperature=temperature,
-        max_tokens=max_tokens,
-        finish_reasons=finish,
-        input_messages=input_messages,
-        output_messages=output_messages,
-        tool_calls=tool_calls,
-        available_tools=[] if index_only else _tool_definitions(get),
-        documents=documents,
-        prompt_name=prompt_name,
-        prompt_version=prompt_version,
-        prompt_label=prompt_label,
-        route=_str(get(semconv.ROUTE)),
-        agent_name=agent_name,
-        agent_step=_int(_first(get, semconv.AGENT_STEP, "gen_ai.agent.step")),
-        tool_name=tool_name,
-        error_type=_error_type(get, span),
-        response_id=_str(get("gen_ai.response.id")),
-        conversation_id=_str(_first(get, "gen_ai.conversation.id", "session.id")),
-        dialect=dialect,
     )
 
 

@@ -166,10 +166,23 @@ def _t(v: Any) -> Any:
     return v
 
 
-def _row(rec: SpanRecord) -> tuple[Any, ...]:
+def _row(rec: SpanRecord, resources: dict[int, tuple[Any, bytes]] | None = None) -> tuple[Any, ...]:
+    """The ``spans`` row of a record. ``resources`` memoizes the resource blob per resource
+    object: every span of one OTLP ResourceSpans shares one dict, encoded once per batch."""
     s = rec.span
     llm = rec.llm
-    svc = s.resource.get("service.name")
+    res = s.resource
+    if not res:
+        res_blob = b"{}"
+    elif resources is None:
+        res_blob = _blob(res)
+    else:
+        hit = resources.get(id(res))
+        if hit is None or hit[0] is not res:
+            # keep the object alive with its blob so its id cannot be reused within the batch
+            hit = resources[id(res)] = (res, _blob(res))
+        res_blob = hit[1]
+    svc = res.get("service.name")
     events = (
         _blob(
             [{"name": e.name, "time_ns": e.time_ns, "attributes": e.attributes} for e in s.events]
@@ -211,7 +224,7 @@ def _row(rec: SpanRecord) -> tuple[Any, ...]:
         _t(s.status_message),
         _blob(s.attributes),
         events,
-        _blob(s.resource) if s.resource else b"{}",
+        res_blob,
     )
 
 
@@ -264,7 +277,8 @@ class SqlSpanStore:
     def add_spans(self, records: Sequence[SpanRecord]) -> int:
         if not records:
             return 0
-        rows = [_row(r) for r in records]
+        resources: dict[int, tuple[Any, bytes]] = {}
+        rows = [_row(r, resources) for r in records]
         with self._db.write() as conn:
             cur = conn.exec_driver_sql(self._insert_spans, rows)
             inserted = max(cur.rowcount, 0)
