@@ -262,12 +262,13 @@ def free_port() -> int:
 
 
 def start_server(
-    store_url: str, port: int, extra_env: dict[str, str] | None = None
+    store_url: str, port: int, extra_env: dict[str, str] | None = None, workers: int = 1
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, **(extra_env or {})}
     keel = str(Path(sys.executable).with_name("keel"))
     proc = subprocess.Popen(
-        [keel, "--store", store_url, "serve", "--port", str(port), "--log-level", "warning"],
+        [keel, "--store", store_url, "serve", "--port", str(port), "--log-level", "warning"]
+        + (["--workers", str(workers)] if workers > 1 else []),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -364,12 +365,17 @@ def load(
 
 
 def bench_keel(
-    store_url: str, payloads: list[tuple[bytes, int]], seconds: float, clients: int, gz: bool
+    store_url: str,
+    payloads: list[tuple[bytes, int]],
+    seconds: float,
+    clients: int,
+    gz: bool,
+    workers: int = 1,
 ) -> dict[str, Any]:
     from keel.storage import open_store
 
     port = free_port()
-    proc = start_server(store_url, port)
+    proc = start_server(store_url, port, workers=workers)
     try:
         res = load(port, payloads, seconds, clients, gzip_bodies=gz)
     finally:
@@ -387,6 +393,7 @@ def bench_inproc(
     """The server's work without HTTP: decode, understand, commit through the IngestWriter."""
     from collections import deque
 
+    from keel.cli.serve import tune_gc
     from keel.otlp.decode import decode_request
     from keel.server.ingest import IngestWriter
     from keel.storage import open_store
@@ -394,6 +401,7 @@ def bench_inproc(
     store = open_store(store_url)
     writer = IngestWriter(store)
     writer.start()
+    tune_gc()  # as `keel serve` does
     inflight: deque[Any] = deque()
     done = 0
     seq = 0
@@ -403,14 +411,17 @@ def bench_inproc(
     while time.monotonic() < stop:
         body, _ = payloads[seq % len(payloads)]
         seq += 1
-        batch = decode_request(
-            body.replace(MARK, struct.pack(">II", 99, seq)), "application/x-protobuf"
+        b = body.replace(MARK, struct.pack(">II", 99, seq))
+        # as the OTLP route does: decode, understand and commit on the writer thread
+        inflight.append(
+            writer.submit_decode(
+                lambda b=b: decode_request(b, "application/x-protobuf"), estimate=300
+            )
         )
-        inflight.append(writer.enqueue(writer.prepare(None, batch.spans)))
         while len(inflight) > 4:
-            done += inflight.popleft().result()
+            done += len(inflight.popleft().result().spans)
     while inflight:
-        done += inflight.popleft().result()
+        done += len(inflight.popleft().result().spans)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     writer.stop()
@@ -590,6 +601,9 @@ def main() -> None:
     )
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument(
+        "--workers", default="1,2", help="comma-separated `keel serve --workers` values to run"
+    )
     ap.add_argument("--batch", type=int, default=300, help="spans per request")
     ap.add_argument("--gzip", action="store_true", help="gzip request bodies")
     ap.add_argument("--postgres", help="Postgres admin URL; a scratch database is created")
@@ -615,8 +629,13 @@ def main() -> None:
         db = work / "ingest.db"
         for suffix in ("", "-wal", "-shm"):
             Path(str(db) + suffix).unlink(missing_ok=True)
-        r = bench_keel(f"sqlite:///{db}", payloads, args.seconds, args.clients, args.gzip)
-        print(f"keel sqlite   : {r['spans_per_s']:>8,} spans/s persisted  {r}")
+        for w in [int(x) for x in args.workers.split(",")]:
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(db) + suffix).unlink(missing_ok=True)
+            r = bench_keel(
+                f"sqlite:///{db}", payloads, args.seconds, max(args.clients, 3 * w), args.gzip, w
+            )
+            print(f"keel sqlite ×{w}: {r['spans_per_s']:>8,} spans/s persisted  {r}")
         for suffix in ("", "-wal", "-shm"):
             Path(str(db) + suffix).unlink(missing_ok=True)
         r = bench_inproc(f"sqlite:///{db}", payloads, args.seconds)

@@ -18,7 +18,7 @@ from keel.otlp.encode import encode_protobuf
 from keel.storage import open_store
 
 
-def _start(db: Path, port: int) -> subprocess.Popen[bytes]:
+def _start(db: Path, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
     keel = str(Path(sys.executable).with_name("keel"))
     proc = subprocess.Popen(
         [
@@ -30,9 +30,12 @@ def _start(db: Path, port: int) -> subprocess.Popen[bytes]:
             str(port),
             "--log-level",
             "warning",
+            "--workers",
+            str(workers),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # one process group: kill -9 reaches every worker
         env={**os.environ, "KEEL_CONFIG": str(db.parent / "none.toml")},
     )
     deadline = time.monotonic() + 30
@@ -58,10 +61,11 @@ def _batch(sender: int, n: int) -> tuple[bytes, list[tuple[str, str]]]:
 
 
 @pytest.mark.slow
-def test_kill9_loses_no_acknowledged_span(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kill9_loses_no_acknowledged_span(tmp_path, workers):
     db = tmp_path / "k9.db"
     port = free_port()
-    proc = _start(db, port)
+    proc = _start(db, port, workers)
     acked: list[tuple[str, str]] = []
     lock = threading.Lock()
     stop = threading.Event()
@@ -96,7 +100,7 @@ def test_kill9_loses_no_acknowledged_span(tmp_path):
             if len(acked) >= 800:
                 break
         time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)  # requests are still in flight
+    os.killpg(proc.pid, signal.SIGKILL)  # every process; requests are still in flight
     with lock:
         snapshot = list(acked)
     stop.set()

@@ -204,15 +204,24 @@ def price_tokens(
         return None
 
 
-def price_llm_call(llm: LlmCall, at: datetime | None = None) -> LlmCall:
+def price_llm_call(llm: LlmCall, at: datetime | None = None, *, in_place: bool = False) -> LlmCall:
     """``llm`` with ``cost_usd``/``cost_source`` filled from its usage (unchanged if priced).
 
     A cost the span reported is kept. Without token counts or a known model, the call stays
-    unpriced.
+    unpriced. ``in_place`` sets the two fields on ``llm`` itself instead of copying it (the
+    ingest path, which owns the object it just built).
     """
+
+    def _with(update: dict[str, Any]) -> LlmCall:
+        if in_place:
+            llm.__dict__.update(update)
+            llm.__pydantic_fields_set__.update(update)
+            return llm
+        return llm.model_copy(update=update)
+
     if llm.cost_usd is not None:
         if llm.cost_source is None:
-            return llm.model_copy(update={"cost_source": "span"})
+            return _with({"cost_source": "span"})
         return llm
     if llm.input_tokens is None and llm.output_tokens is None:
         return llm
@@ -229,5 +238,5 @@ def price_llm_call(llm: LlmCall, at: datetime | None = None) -> LlmCall:
             at,
         )
         if priced is not None:
-            return llm.model_copy(update={"cost_usd": priced[0], "cost_source": priced[1]})
+            return _with({"cost_usd": priced[0], "cost_source": priced[1]})
     return llm

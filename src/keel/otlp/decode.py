@@ -346,6 +346,23 @@ except ImportError:  # pragma: no cover - depends on the install
 FAST_PATH = _fast is not None
 
 
+def estimate_spans(body: bytes, content_type: str | None, encoding: str | None) -> int:
+    """How many spans a request body probably holds, before decoding it (queue accounting).
+
+    Exact for plain protobuf bodies when the compiled fast path is built; otherwise one span
+    per 512 bytes, which overestimates realistic LLM spans (the safe side for a queue bound).
+    """
+    if (
+        _fast is not None
+        and media_type(content_type) == PROTOBUF
+        and (encoding or "identity").strip().lower() in ("", "identity")
+    ):
+        n = _fast.count_spans(body)
+        if n >= 0:
+            return max(1, int(n))
+    return len(body) // 512 + 1
+
+
 def decode_protobuf(body: bytes, project_id: str = "default", *, fast: bool = True) -> DecodedBatch:
     """Decode an ``ExportTraceServiceRequest`` in protobuf form.
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import importlib
 import inspect
 import logging
@@ -58,7 +59,10 @@ def _load_pricer() -> Callable[[LlmCall], LlmCall] | None:
     except ImportError:
         return None
     fn = getattr(mod, "price_llm_call", None)
-    return fn if callable(fn) else None
+    if not callable(fn):
+        return None
+    # understand() prices the LlmCall it has just built: fill it in place rather than copy it
+    return functools.partial(fn, in_place=True)
 
 
 def understand(
@@ -229,8 +233,13 @@ _BACKGROUND: set[asyncio.Future[Any]] = set()
 @dataclass
 class _Item:
     records: list[SpanRecord]
-    future: concurrent.futures.Future[int]
+    future: concurrent.futures.Future[Any]
     local: bool = True
+    # A raw request body is decoded and understood on the writer thread (see submit_decode):
+    # ``decode`` returns its DecodedBatch, which becomes the future's result once committed.
+    decode: Callable[[], Any] | None = None
+    batch: Any = None
+    cost: int = 0  # what this item counts in ``_pending`` (spans, or an estimate for bodies)
 
 
 class IngestWriter:
@@ -339,7 +348,36 @@ class IngestWriter:
                     retry_after=self._retry_after(),
                     hint="retry after the Retry-After delay; the server is writing as fast as it can",
                 )
-            self._items.append(_Item(records, fut, local))
+            self._items.append(_Item(records, fut, local, cost=n))
+            self._pending += n
+            self._cond.notify()
+        return fut
+
+    def submit_decode(
+        self, decode: Callable[[], Any], *, estimate: int
+    ) -> concurrent.futures.Future[Any]:
+        """Queue a request body: ``decode()`` (returning a ``DecodedBatch``) runs on the writer
+        thread, its spans are understood and committed with the next group, and the future
+        yields the batch once they are durable (or the decode error, for that body alone).
+
+        One thread doing decode, understanding and writing keeps the GIL with the work: handing
+        spans from request threads to the writer cost more than the work itself (the writer
+        waited for the GIL after every SQLite step). ``estimate`` (spans) counts toward the
+        queue bound until the body is committed.
+        """
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        n = max(1, estimate)
+        with self._cond:
+            if self._thread is None or self._stopping:
+                raise UnavailableError("the ingest writer is not running", retry_after=5)
+            if self._pending + n > self.queue_max_spans and self._pending > 0:
+                self.rejected_full += n
+                raise UnavailableError(
+                    f"ingest queue is full ({self._pending} spans waiting)",
+                    retry_after=self._retry_after(),
+                    hint="retry after the Retry-After delay; the server is writing as fast as it can",
+                )
+            self._items.append(_Item([], fut, False, decode=decode, cost=n))
             self._pending += n
             self._cond.notify()
         return fut
@@ -365,12 +403,36 @@ class IngestWriter:
                 batch: list[_Item] = []
                 size = 0
                 while self._items and (
-                    not batch or size + len(self._items[0].records) <= self.batch_max_spans
+                    not batch or size + self._items[0].cost <= self.batch_max_spans
                 ):
                     item = self._items.popleft()
                     batch.append(item)
-                    size += len(item.records)
-            self._commit(batch, size)
+                    size += item.cost
+            batch = self._decode(batch)
+            if batch:
+                self._commit(batch, sum(it.cost for it in batch))
+
+    def _decode(self, batch: list[_Item]) -> list[_Item]:
+        """Decode and understand the raw bodies of ``batch``; a body that fails fails alone."""
+        out: list[_Item] = []
+        for it in batch:
+            if it.decode is not None:
+                try:
+                    it.batch = it.decode()
+                    it.records = self.prepare(None, it.batch.spans)
+                except Exception as e:  # handed to the request that sent this body
+                    with self._cond:
+                        self._pending -= it.cost
+                    it.future.set_exception(e)
+                    continue
+                it.decode = None
+                n = len(it.records)
+                if n != it.cost:  # the estimate becomes the real count
+                    with self._cond:
+                        self._pending += n - it.cost
+                    it.cost = n
+            out.append(it)
+        return out
 
     def _commit(self, batch: list[_Item], size: int) -> None:
         records = batch[0].records if len(batch) == 1 else [r for it in batch for r in it.records]
@@ -381,7 +443,7 @@ class IngestWriter:
                 # Not an outage: one request's spans may be poison. Commit items alone so
                 # only the offending one fails.
                 for it in batch:
-                    self._commit([it], len(it.records))
+                    self._commit([it], it.cost)
                 return
             self.failed_batches += 1
             if isinstance(e, StoreError):
@@ -403,7 +465,7 @@ class IngestWriter:
         self.spans_new += new
         self.batches += 1
         for it in batch:
-            it.future.set_result(len(it.records))
+            it.future.set_result(it.batch if it.batch is not None else len(it.records))
         hook = self.on_local_commit
         if hook is not None:
             local = [r for it in batch if it.local for r in it.records]

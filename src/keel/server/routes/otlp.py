@@ -29,7 +29,14 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from keel.errors import InvalidInputError, KeelError, PayloadTooLargeError, UnavailableError
-from keel.otlp.decode import JSON, PROTOBUF, DecodedBatch, decode_request, media_type
+from keel.otlp.decode import (
+    JSON,
+    PROTOBUF,
+    DecodedBatch,
+    decode_request,
+    estimate_spans,
+    media_type,
+)
 from keel.otlp.encode import encode_protobuf
 from keel.server.auth import AuthContext
 from keel.server.deps import AppContext, get_context, require_auth
@@ -181,19 +188,14 @@ async def export_traces(
         max_bytes = ctx.settings.tracing.max_body_bytes
         project_id = auth.project_id
 
-        def decode_and_prepare() -> tuple[DecodedBatch, Any]:
-            batch = decode_request(
-                body, ctype, encoding, max_bytes=max_bytes, project_id=project_id
-            )
-            return batch, writer.prepare(None, batch.spans)
+        def decode() -> DecodedBatch:
+            return decode_request(body, ctype, encoding, max_bytes=max_bytes, project_id=project_id)
 
-        if len(body) < 16384 and enc in ("", "identity"):
-            batch, records = decode_and_prepare()
-        else:
-            batch, records = await anyio.to_thread.run_sync(decode_and_prepare)
-        fut = writer.enqueue(records, local=False)
+        # Decoding, understanding and committing all run on the writer thread (one thread
+        # per process holding the GIL for the whole job); this coroutine only waits.
+        fut = writer.submit_decode(decode, estimate=estimate_spans(body, ctype, encoding))
         try:
-            await asyncio.wait_for(asyncio.wrap_future(fut), COMMIT_TIMEOUT_S)
+            batch = await asyncio.wait_for(asyncio.wrap_future(fut), COMMIT_TIMEOUT_S)
         except TimeoutError:
             raise UnavailableError("timed out waiting for the store to commit", retry_after=5)
         # Forward only what Keel accepted, so a client retry after a 503 is not forwarded twice.

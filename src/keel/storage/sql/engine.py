@@ -9,6 +9,7 @@ process-wide lock and ``BEGIN IMMEDIATE`` so concurrent writers queue instead of
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +22,55 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalErr
 from keel.errors import ConflictError, InvalidInputError, StoreError
 
 metadata = sa.MetaData()
+
+_CHECKPOINT_EVERY_S = 0.25
+_BACKSTOP_PAGES = 16_384  # 64 MiB of 4 KiB pages
+_WAL_SIZE_LIMIT = 64 * 1024 * 1024
+_log = logging.getLogger("keel.storage")
+
+
+class _Checkpointer:
+    """Moves committed WAL pages into the SQLite database file off the writer's path.
+
+    SQLite's automatic checkpoint runs inside whichever commit crosses the threshold, so a
+    busy writer paid for copying and syncing pages in the middle of ingest (~30 % of its time
+    at 2 KiB spans). Here a daemon thread with its own connection runs a PASSIVE checkpoint
+    (never blocks readers or writers) a few times a second; its I/O runs without the GIL.
+    Several processes on one file may each run one: SQLite lets one at a time proceed.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="keel-sqlite-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        import sqlite3
+
+        conn = None
+        try:
+            conn = sqlite3.connect(
+                self._path, timeout=5, isolation_level=None, check_same_thread=False
+            )
+            while not self._stop.wait(_CHECKPOINT_EVERY_S):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    _log.debug("background checkpoint failed", exc_info=True)
+        except sqlite3.Error:
+            _log.warning("background WAL checkpointing is off", exc_info=True)
+        finally:
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
 class Database:
@@ -38,6 +88,12 @@ class Database:
                 max_overflow=20,
             )
             self._install_sqlite_hooks(self.engine)
+            path = self.engine.url.database
+            self._checkpointer = (
+                _Checkpointer(path)
+                if path and path != ":memory:" and "mode=memory" not in url
+                else None
+            )
         else:
             self.engine = sa.create_engine(
                 url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True, pool_recycle=1800
@@ -55,6 +111,10 @@ class Database:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA temp_store=MEMORY")
             cur.execute("PRAGMA cache_size=-65536")
+            # Checkpoints run on a background thread (see _Checkpointer), not inside the
+            # writer's commit; this large threshold is only the backstop if it falls behind.
+            cur.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_PAGES}")
+            cur.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -83,7 +143,11 @@ class Database:
             yield conn
 
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection (and stop the SQLite checkpoint thread)."""
+        cp = getattr(self, "_checkpointer", None)
+        if cp is not None:
+            cp.stop()
+            self._checkpointer = None
         self.engine.dispose()
 
 
@@ -95,9 +159,13 @@ def translate_errors() -> Iterator[None]:
     except IntegrityError as e:
         raise ConflictError(f"conflicts with stored data: {str(e.orig).splitlines()[0]}")
     except OverflowError:
-        raise InvalidInputError("a number in the request is out of range", hint="integers must fit in 64 bits")
+        raise InvalidInputError(
+            "a number in the request is out of range", hint="integers must fit in 64 bits"
+        )
     except DataError as e:
-        raise InvalidInputError(f"a value in the request is out of range or malformed: {str(e.orig).splitlines()[0]}")
+        raise InvalidInputError(
+            f"a value in the request is out of range or malformed: {str(e.orig).splitlines()[0]}"
+        )
     except OperationalError as e:
         raise StoreError(
             f"the store is unavailable: {str(e.orig).splitlines()[0] if e.orig else e}",
