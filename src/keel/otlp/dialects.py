@@ -1080,23 +1080,25 @@ def _build(attrs: Mapping[str, Any], span: Span | None, index_only: bool = False
             prompt_version = int(s[1:])
         elif not prompt_label:
             prompt_label = s
-    finish = _strings(_first(get, "gen_ai.response.finish_reasons", "llm.finish_reason"))
-    if not finish:
-        finish = [m.finish_reason for m in output_messages if m.finish_reason]
-    agent_name = _str(_first(get, "gen_ai.agent.name", "agent.name", "gen_ai.agent.id"))
-    if agent_name is None and op == "invoke_agent":
-        agent_name = _str(_first(get, "traceloop.entity.name", "langfuse.observation.name"))
-        if agent_name is None and span is not None and dialect not in ("otel_genai",):
-            agent_name = span.name
-
-    temperature = _float(_first(get, "gen_ai.request.temperature", "llm.request.temperature"))
-    if temperature is None:
-        temperature = _float(params.get("temperature"))
-    max_tokens = _int(_first(get, "gen_ai.request.max_tokens", "llm.request.max_tokens"))
-    if max_tokens is None:
-        max_tokens = _int(params.get("max_tokens", params.get("max_completion_tokens")))
-    if max_tokens is not None and max_tokens < 0:
-        max_tokens = None
+    finish: list[str] = []
+    agent_name = temperature = max_tokens = None
+    if not index_only:  # descriptive fields the span store does not index (rebuilt on read)
+        finish = _strings(_first(get, "gen_ai.response.finish_reasons", "llm.finish_reason"))
+        if not finish:
+            finish = [m.finish_reason for m in output_messages if m.finish_reason]
+        agent_name = _str(_first(get, "gen_ai.agent.name", "agent.name", "gen_ai.agent.id"))
+        if agent_name is None and op == "invoke_agent":
+            agent_name = _str(_first(get, "traceloop.entity.name", "langfuse.observation.name"))
+            if agent_name is None and span is not None and dialect not in ("otel_genai",):
+                agent_name = span.name
+        temperature = _float(_first(get, "gen_ai.request.temperature", "llm.request.temperature"))
+        if temperature is None:
+            temperature = _float(params.get("temperature"))
+        max_tokens = _int(_first(get, "gen_ai.request.max_tokens", "llm.request.max_tokens"))
+        if max_tokens is None:
+            max_tokens = _int(params.get("max_tokens", params.get("max_completion_tokens")))
+        if max_tokens is not None and max_tokens < 0:
+            max_tokens = None
 
     # Every value below is already of its field's type (read through _str/_int/_float, lists
     # of Message/ToolCall/Document models), so the model is built without re-validation: on
@@ -1141,8 +1143,10 @@ def _build(attrs: Mapping[str, Any], span: Span | None, index_only: bool = False
             agent_step=_int(_first(get, semconv.AGENT_STEP, "gen_ai.agent.step")),
             tool_name=tool_name,
             error_type=_error_type(get, span),
-            response_id=_str(get("gen_ai.response.id")),
-            conversation_id=_str(_first(get, "gen_ai.conversation.id", "session.id")),
+            response_id=None if index_only else _str(get("gen_ai.response.id")),
+            conversation_id=None
+            if index_only
+            else _str(_first(get, "gen_ai.conversation.id", "session.id")),
             dialect=dialect,
         ),
     )
