@@ -3,9 +3,10 @@ ToolSelectionAccuracy on built cases.
 
 Functions (imported by ``bench/evaluators.py``; each returns a dict of figures):
 
-* :func:`prompt_injection_bastion` - TPR at <= 1 % FPR on the 181 labelled ``bastioncorpus``
-  rows (held out: never used for training or tuning), TPR/FPR at the shipped default cut,
-  ROC AUC, per-channel and per-language TPR, ms per row.
+* :func:`prompt_injection_bastion` - TPR at <= 1 % FPR on the held-out half of the 181
+  labelled ``bastioncorpus`` rows (:func:`bastion_split`; the other half may be used for
+  training), TPR/FPR at the shipped default cut, ROC AUC, per-channel, per-language and
+  per-category TPR, CPU ms per row.
 * :func:`json_validation_accuracy` - accuracy of JSONValidation on hand-built cases.
 * :func:`tool_selection_accuracy` - accuracy of ToolSelectionAccuracy's pass/fail on
   hand-built cases.
@@ -16,6 +17,7 @@ Run alone: ``python bench/evaluators_safety.py [--quick]``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import os
@@ -33,6 +35,24 @@ def bastion_rows() -> list[dict[str, Any]]:
     return [json.loads(line) for line in p.read_text("utf-8").splitlines() if line.strip()]
 
 
+def bastion_split(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(train, held_out)``: a fixed half of each category for tuning, the other half held out.
+
+    Within each category the rows are ordered by SHA-256 of their id; even positions are held
+    out (so a category of n rows holds out ceil(n/2)). Fixed before any model saw the corpus.
+    """
+    by_cat: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_cat.setdefault(r["category"], []).append(r)
+    train: list[dict[str, Any]] = []
+    held: list[dict[str, Any]] = []
+    for cat in sorted(by_cat):
+        ordered = sorted(by_cat[cat], key=lambda r: hashlib.sha256(r["id"].encode()).hexdigest())
+        for i, r in enumerate(ordered):
+            (held if i % 2 == 0 else train).append(r)
+    return train, held
+
+
 def _auc(pos: list[float], neg: list[float]) -> float:
     wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
     return wins / (len(pos) * len(neg))
@@ -46,39 +66,25 @@ def tpr_at_fpr(pos: list[float], neg: list[float], max_fpr: float = 0.01) -> tup
     return sum(p >= cut for p in pos) / len(pos), cut
 
 
-def prompt_injection_bastion(quick: bool = False) -> dict[str, Any]:
-    """PromptInjection figures on bastioncorpus (see the module docstring)."""
-    from keel.evals.builtins.injection import default_cut, injection_probability, load_model
-
-    rows = bastion_rows()
-    model = load_model()
-    t0 = time.perf_counter()
-    probs = [injection_probability(r["text"], model) for r in rows]
-    ms = (time.perf_counter() - t0) * 1000 / len(rows)
+def _figures(probs: list[float], rows: list[dict[str, Any]], cut: float) -> dict[str, Any]:
     pos = [p for p, r in zip(probs, rows, strict=True) if r["label"] == "malicious"]
     neg = [p for p, r in zip(probs, rows, strict=True) if r["label"] != "malicious"]
     tpr1, cut1 = tpr_at_fpr(pos, neg, 0.01)
-    cut = default_cut()
-    by: dict[str, dict[str, Any]] = {}
+    by: dict[str, dict[str, str]] = {}
     for key in ("channel", "lang", "category"):
         groups: dict[str, list[float]] = {}
         for p, r in zip(probs, rows, strict=True):
             if r["label"] == "malicious":
                 groups.setdefault(r[key], []).append(p)
-        by[key] = {g: f"{sum(x >= cut for x in v)}/{len(v)}" for g, v in sorted(groups.items())}
-    # baseline for comparison: "any attack cue fires" (the hand-written patterns alone)
-    from keel.evals.builtins.injection import cues
-
-    cue_hits = [bool(cues(r["text"])) for r in rows]
-    cue_tpr = sum(
-        h for h, r in zip(cue_hits, rows, strict=True) if r["label"] == "malicious"
-    ) / len(pos)
-    cue_fpr = sum(
-        h for h, r in zip(cue_hits, rows, strict=True) if r["label"] != "malicious"
-    ) / len(neg)
+        by[key] = {
+            g: f"{sum(x >= cut for x in v)}/{len(v)} | {sum(x >= cut1 for x in v)}/{len(v)}"
+            for g, v in sorted(groups.items())
+        }
+    fp_cats: dict[str, int] = {}
+    for p, r in zip(probs, rows, strict=True):
+        if r["label"] != "malicious" and p >= cut:
+            fp_cats[r["category"]] = fp_cats.get(r["category"], 0) + 1
     return {
-        "baseline_any_cue_tpr": round(cue_tpr, 4),
-        "baseline_any_cue_fpr": round(cue_fpr, 4),
         "rows": len(rows),
         "malicious": len(pos),
         "benign": len(neg),
@@ -88,14 +94,45 @@ def prompt_injection_bastion(quick: bool = False) -> dict[str, Any]:
         "default_cut": cut,
         "tpr_at_default_cut": round(sum(p >= cut for p in pos) / len(pos), 4),
         "fpr_at_default_cut": round(sum(p >= cut for p in neg) / len(neg), 4),
-        "false_positives_at_default_cut": [
-            r["id"]
-            for p, r in zip(probs, rows, strict=True)
-            if r["label"] != "malicious" and p >= cut
-        ],
-        "ms_per_row": round(ms, 3),
-        "tpr_by_default_cut": by,
+        "false_positive_categories_at_default_cut": fp_cats,
+        "detected_by (default cut | 1%-FPR cut)": by,
     }
+
+
+def prompt_injection_bastion(quick: bool = False, weights: str | None = None) -> dict[str, Any]:
+    """PromptInjection figures on the held-out half of bastioncorpus (see :func:`bastion_split`).
+
+    ``weights``: a weights file to score with instead of the shipped one (for comparisons).
+    Figures on the whole corpus are reported too, but only the held-out half is clean for a
+    model trained with the train half (``bench/train_prompt_injection.py`` without
+    ``--no-bastion``).
+    """
+    from keel.evals.builtins.injection import cues, injection_probability, load_model
+
+    rows = bastion_rows()
+    _train, held = bastion_split(rows)
+    model = json.loads(pathlib.Path(weights).read_text("utf-8")) if weights else load_model()
+    cut = float(model["threshold"])
+    t0 = time.process_time()
+    probs = [injection_probability(r["text"], model) for r in held]
+    cpu_ms = (time.process_time() - t0) * 1000 / len(held)
+    all_probs = [injection_probability(r["text"], model) for r in rows]
+    out = _figures(probs, held, cut)
+    # baseline for comparison: "any attack cue fires" (the hand-written patterns alone)
+    hits = [bool(cues(r["text"])) for r in held]
+    mal = [h for h, r in zip(hits, held, strict=True) if r["label"] == "malicious"]
+    ben = [h for h, r in zip(hits, held, strict=True) if r["label"] != "malicious"]
+    out["baseline_any_cue_tpr"] = round(sum(mal) / len(mal), 4)
+    out["baseline_any_cue_fpr"] = round(sum(ben) / len(ben), 4)
+    out["cpu_ms_per_row"] = round(cpu_ms, 3)
+    out["ms_per_row"] = out["cpu_ms_per_row"]  # the key bench/evaluators.py prints
+    full = _figures(all_probs, rows, cut)
+    out["whole_corpus"] = {
+        k: full[k] for k in ("rows", "roc_auc", "tpr_at_1pct_fpr", "tpr_at_default_cut")
+    } | {"fpr_at_default_cut": full["fpr_at_default_cut"]}
+    out["weights"] = weights or "shipped"
+    out["trained_on"] = model.get("meta", {}).get("trained_on", [])
+    return out
 
 
 # ---- JSONValidation -------------------------------------------------------------------------
@@ -385,9 +422,10 @@ def main() -> None:
         "--quick", action="store_true", help="same figures (the sets are small); kept for symmetry"
     )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--weights", help="PromptInjection weights file to score (default: shipped)")
     a = ap.parse_args()
     out = {
-        "prompt_injection_bastion": prompt_injection_bastion(quick=a.quick),
+        "prompt_injection_bastion": prompt_injection_bastion(quick=a.quick, weights=a.weights),
         "json_validation": json_validation_accuracy(),
         "tool_selection": tool_selection_accuracy(),
         "load_avg": os.getloadavg(),
@@ -397,21 +435,23 @@ def main() -> None:
         return
     pi = out["prompt_injection_bastion"]
     print(
-        f"PromptInjection on bastioncorpus ({pi['malicious']} malicious / {pi['benign']} benign, held out)"
+        f"PromptInjection on bastioncorpus, held-out half ({pi['malicious']} malicious / "
+        f"{pi['benign']} benign; weights: {pi['weights']})"
     )
     print(f"  ROC AUC                 {pi['roc_auc']:.3f}")
     print(
         f"  TPR @ <=1% FPR          {pi['tpr_at_1pct_fpr']:.3f}  (cut {pi['cut_at_1pct_fpr']:.3f} set on these benign rows)"
     )
     print(
-        f"  default cut {pi['default_cut']:.3f}:      TPR {pi['tpr_at_default_cut']:.3f}  FPR {pi['fpr_at_default_cut']:.3f}  FP ids {pi['false_positives_at_default_cut']}"
+        f"  default cut {pi['default_cut']:.3f}:      TPR {pi['tpr_at_default_cut']:.3f}  FPR {pi['fpr_at_default_cut']:.3f}  FP categories {pi['false_positive_categories_at_default_cut']}"
     )
-    print(f"  ms / row                {pi['ms_per_row']:.2f}")
+    print(f"  CPU ms / row            {pi['cpu_ms_per_row']:.2f}")
     print(
         f"  baseline 'any cue':     TPR {pi['baseline_any_cue_tpr']:.3f}  FPR {pi['baseline_any_cue_fpr']:.3f}"
     )
-    for k, v in pi["tpr_by_default_cut"].items():
-        print(f"  detected by {k}: {v}")
+    for k, v in pi["detected_by (default cut | 1%-FPR cut)"].items():
+        print(f"  detected by {k} (default cut | 1%-FPR cut): {v}")
+    print(f"  whole corpus (train half included unless trained --no-bastion): {pi['whole_corpus']}")
     for key in ("json_validation", "tool_selection"):
         r = out[key]
         print(f"{key}: accuracy {r['accuracy']:.3f} on {r['cases']} cases; wrong {r['wrong']}")
