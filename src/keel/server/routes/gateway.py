@@ -202,6 +202,16 @@ router.add_route("/v1/models", list_models, methods=["GET"], include_in_schema=F
 router.add_route("/v1/models/{model:path}", get_model, methods=["GET"], include_in_schema=False)
 
 
+async def responses(request: Request) -> Response:
+    """POST /v1/responses: the Responses API, translated onto the chat pipeline."""
+    from keel.server.routes.gateway_responses import responses as handle
+
+    return await handle(request)
+
+
+router.add_route("/v1/responses", responses, methods=["POST"], include_in_schema=False)
+
+
 def _sink(ctx: AppContext) -> Any:
     def write(recs: list[Any]) -> None:
         from keel.storage.spans import SpanRecord
