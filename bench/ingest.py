@@ -299,6 +299,35 @@ def wait_ready(
     raise RuntimeError("server did not become ready")
 
 
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(x) for x in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def tree_cpu(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process and its descendants so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    user = system = 0.0
+    for p in _descendants(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user += int(fields[11]) / tick
+        system += int(fields[12]) / tick
+    return user, system
+
+
 def load(
     port: int,
     payloads: list[tuple[bytes, int]],
@@ -306,6 +335,7 @@ def load(
     clients: int,
     path: str = "/v1/traces",
     gzip_bodies: bool = False,
+    api_key: str | None = None,
 ) -> dict[str, Any]:
     """Post payloads round-robin from ``clients`` threads for ``seconds``; count 200s."""
     bodies = payloads
@@ -319,6 +349,8 @@ def load(
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         j = i
         headers = {"Content-Type": "application/x-protobuf"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
         if gzip_bodies:
             headers["Content-Encoding"] = "gzip"
         seq = 0
@@ -346,16 +378,20 @@ def load(
                 time.sleep(0.05)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     for th in threads:
         th.start()
     for th in threads:
         th.join()
     wall = time.perf_counter() - t0
+    client_cpu = time.process_time() - cpu0
     total = sum(acked)
     lat.sort()
     return {
         "acked_spans": total,
+        # the load generator's own CPU (it shares the box with the server)
+        "client_cpu_us_per_span": round(client_cpu / max(total, 1) * 1e6, 1),
         "wall_s": round(wall, 2),
         "spans_per_s": round(total / wall),
         "statuses": statuses,
@@ -371,13 +407,34 @@ def bench_keel(
     clients: int,
     gz: bool,
     workers: int = 1,
+    auth: str = "key",
 ) -> dict[str, Any]:
     from keel.storage import open_store
 
+    secret = None
+    if auth == "key":
+        # As deployed: a project API key (looked up once, then cached). Without any key the
+        # server runs in loopback dev mode, which reads the default project on every request.
+        from keel.server.auth import create_api_key
+
+        store = open_store(store_url)
+        proj = store.projects.find_project_by_name("default") or store.projects.add_project(
+            "default"
+        )
+        _, secret = create_api_key(store, proj, "bench", scopes=["*"])
+        store.close()
     port = free_port()
     proc = start_server(store_url, port, workers=workers)
     try:
-        res = load(port, payloads, seconds, clients, gzip_bodies=gz)
+        u0, s0 = tree_cpu(proc.pid)
+        la0 = os.getloadavg()[0]
+        res = load(port, payloads, seconds, clients, gzip_bodies=gz, api_key=secret)
+        u1, s1 = tree_cpu(proc.pid)
+        n = max(res["acked_spans"], 1)
+        # the server's CPU (all its processes) per acknowledged span: what a quiet box pays
+        res["server_cpu_us_per_span"] = round((u1 - u0 + s1 - s0) / n * 1e6, 1)
+        res["server_sys_us_per_span"] = round((s1 - s0) / n * 1e6, 1)
+        res["load_avg"] = f"{la0:.1f}→{os.getloadavg()[0]:.1f}"
     finally:
         proc.terminate()
         proc.wait(30)
@@ -405,6 +462,9 @@ def bench_inproc(
     inflight: deque[Any] = deque()
     done = 0
     seq = 0
+    import resource
+
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     stop = time.monotonic() + seconds
@@ -424,6 +484,7 @@ def bench_inproc(
         done += len(inflight.popleft().result().spans)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
+    sys_s = resource.getrusage(resource.RUSAGE_SELF).ru_stime - ru0.ru_stime
     writer.stop()
     stored = store.spans.count_spans()
     store.close()
@@ -432,6 +493,62 @@ def bench_inproc(
         "stored": stored,
         "spans_per_s": round(done / wall),
         "cpu_us_per_span": round(cpu / max(done, 1) * 1e6, 1),
+        "sys_us_per_span": round(sys_s / max(done, 1) * 1e6, 1),
+    }
+
+
+def bench_stages(payloads: list[tuple[bytes, int]], repeat: int = 3) -> dict[str, float]:
+    """CPU µs per span of each ingest stage, one thread, no HTTP (best of ``repeat``).
+
+    decode: OTLP protobuf → ``Span``; understand: index-only LLM view + pricing; rows: the
+    SQL row tuples; write: ``add_spans`` (rows, trace summaries, insert, commit) into a fresh
+    SQLite file per repeat."""
+    from keel.cli.serve import tune_gc
+    from keel.otlp.decode import decode_request
+    from keel.server.ingest import _load_pricer, understand
+    from keel.storage import open_store
+    from keel.storage.spans import SpanRecord
+    from keel.storage.sql.spans import _row
+
+    tune_gc()
+    bodies = [b.replace(MARK, struct.pack(">II", 98, i)) for i, (b, _) in enumerate(payloads)]
+    n = sum(k for _, k in payloads)
+    pricer = _load_pricer()
+
+    def best(fn: Callable[[], Any]) -> tuple[float, Any]:
+        times, out = [], None
+        for _ in range(repeat):
+            c = time.process_time()
+            out = fn()
+            times.append((time.process_time() - c) / n * 1e6)
+        return round(min(times), 1), out
+
+    decode_us, batches = best(
+        lambda: [decode_request(b, "application/x-protobuf").spans for b in bodies]
+    )
+    und_us, recs = best(
+        lambda: [
+            [SpanRecord(s, understand(s, pricer, index_only=True)) for s in spans]
+            for spans in batches
+        ]
+    )
+    rows_us, _ = best(lambda: [_row(r, {}) for batch in recs for r in batch])
+    write = []
+    with tempfile.TemporaryDirectory() as d:
+        for i in range(repeat):
+            store = open_store(f"sqlite:///{d}/stages{i}.db")
+            c = time.process_time()
+            for batch in recs:
+                store.spans.add_spans(batch)
+            write.append((time.process_time() - c) / n * 1e6)
+            store.close()
+    write_us = round(min(write), 1)
+    return {
+        "decode": decode_us,
+        "understand+price": und_us,
+        "rows (part of write)": rows_us,
+        "write": write_us,
+        "total": round(decode_us + und_us + write_us, 1),
     }
 
 
@@ -606,6 +723,12 @@ def main() -> None:
     )
     ap.add_argument("--batch", type=int, default=300, help="spans per request")
     ap.add_argument("--gzip", action="store_true", help="gzip request bodies")
+    ap.add_argument(
+        "--auth",
+        choices=["key", "open"],
+        default="key",
+        help="send a project API key (default) or use loopback dev mode without one",
+    )
     ap.add_argument("--postgres", help="Postgres admin URL; a scratch database is created")
     ap.add_argument("--list-spans", type=int, default=1_000_000)
     ap.add_argument("--skip-ingest", action="store_true")
@@ -613,6 +736,9 @@ def main() -> None:
     ap.add_argument("--phoenix-venv", help="a venv with arize-phoenix installed, run side by side")
     ap.add_argument("--phoenix-spans", type=int, default=6000, help="spans posted to Phoenix")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument(
+        "--stages", action="store_true", help="also time each ingest stage (CPU µs per span)"
+    )
     args = ap.parse_args()
     if args.quick:
         args.seconds = 5
@@ -633,13 +759,21 @@ def main() -> None:
             for suffix in ("", "-wal", "-shm"):
                 Path(str(db) + suffix).unlink(missing_ok=True)
             r = bench_keel(
-                f"sqlite:///{db}", payloads, args.seconds, max(args.clients, 3 * w), args.gzip, w
+                f"sqlite:///{db}",
+                payloads,
+                args.seconds,
+                max(args.clients, 3 * w),
+                args.gzip,
+                w,
+                auth=args.auth,
             )
             print(f"keel sqlite ×{w}: {r['spans_per_s']:>8,} spans/s persisted  {r}")
         for suffix in ("", "-wal", "-shm"):
             Path(str(db) + suffix).unlink(missing_ok=True)
         r = bench_inproc(f"sqlite:///{db}", payloads, args.seconds)
         print(f"  in-process  : {r['spans_per_s']:>8,} spans/s persisted (no HTTP)  {r}")
+        if args.stages:
+            print(f"  stages (CPU µs/span, one thread, best of 3): {bench_stages(payloads)}")
         if args.postgres:
             import psycopg
 
@@ -650,7 +784,7 @@ def main() -> None:
                 c.execute(f'CREATE DATABASE "{name}"')
             url = args.postgres.rsplit("/", 1)[0] + f"/{name}"
             try:
-                r = bench_keel(url, payloads, args.seconds, args.clients, args.gzip)
+                r = bench_keel(url, payloads, args.seconds, args.clients, args.gzip, auth=args.auth)
                 print(f"keel postgres : {r['spans_per_s']:>8,} spans/s persisted  {r}")
             finally:
                 with psycopg.connect(admin, autocommit=True) as c:

@@ -17,6 +17,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -146,6 +147,18 @@ def _lookup(provider_id: str | None, model: str, day: str) -> _Price | None:
     )
 
 
+_day: tuple[float, str] = (0.0, "")  # (UTC midnight ending the day, that day's ISO date)
+
+
+def _today() -> str:
+    """Today's UTC date, ISO format; recomputed once per day (ingest prices every LLM span)."""
+    global _day
+    now = time.time()
+    if now >= _day[0] or now < _day[0] - 86400:
+        _day = ((now // 86400 + 1) * 86400, datetime.fromtimestamp(now, UTC).date().isoformat())
+    return _day[1]
+
+
 def _provider_id(provider: str | None) -> tuple[bool, str | None]:
     """(priceable, genai-prices id). Unknown providers are matched by model name only."""
     if provider is None:
@@ -154,6 +167,21 @@ def _provider_id(provider: str | None) -> tuple[bool, str | None]:
     if p in _UNPRICED:
         return False, None
     return True, _PROVIDER_IDS.get(p, p)
+
+
+_KNOWN_IDS = frozenset(_PROVIDER_IDS.values())
+
+
+@lru_cache(maxsize=4096)
+def _resolve(provider: str | None, model: str, day: str) -> _Price | None:
+    """The price of ``model`` as named on a span (provider spelling as given), cached."""
+    ok, pid = _provider_id(provider)
+    if not ok:
+        return None
+    price = _lookup(pid, model.lower(), day)
+    if price is None and pid is not None and pid not in _KNOWN_IDS:
+        price = _lookup(None, model.lower(), day)
+    return price
 
 
 def price_tokens(
@@ -169,13 +197,10 @@ def price_tokens(
 
     ``input_tokens`` includes cached tokens (OTel GenAI convention).
     """
-    ok, pid = _provider_id(provider)
-    if not ok or not model:
+    if not model:
         return None
-    day = (at or datetime.now(UTC)).date().isoformat()
-    price = _lookup(pid, model.lower(), day)
-    if price is None and pid is not None and pid not in _PROVIDER_IDS.values():
-        price = _lookup(None, model.lower(), day)
+    day = _today() if at is None else at.date().isoformat()
+    price = _resolve(provider, model, day)
     if price is None:
         return None
     if price.flat and price.input is not None and price.output is not None:

@@ -29,6 +29,7 @@ probing indexed keys, never by scanning all keys again.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -564,27 +565,36 @@ def _tool_definitions(get: Callable[[str], Any]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 # dialect detection
 # ---------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1024)
+def _scope_dialect(scope: str) -> str | None:
+    """The dialect an instrumentation scope name implies, if any (a pure function of it)."""
+    s = scope.lower()
+    if s.startswith("openinference"):
+        return "openinference"
+    if s.startswith("traceai") or s.startswith("fi_instrumentation"):
+        return "traceai"
+    if s.startswith("langfuse"):
+        return "langfuse"
+    if s.startswith("logfire"):
+        return "logfire"
+    if s.startswith("openlit"):
+        return "openlit"
+    if (
+        s.startswith("opentelemetry.instrumentation.")
+        and not s.startswith("opentelemetry.instrumentation.openai_v2")
+        and ".v1" in s
+    ):
+        return "openllmetry"
+    if s.startswith("keel"):
+        return "keel"
+    return None
+
+
 def _dialect(attrs: Mapping[str, Any], scope: str | None, resource: Mapping[str, Any]) -> str:
     if scope:
-        s = scope.lower()
-        if s.startswith("openinference"):
-            return "openinference"
-        if s.startswith("traceai") or s.startswith("fi_instrumentation"):
-            return "traceai"
-        if s.startswith("langfuse"):
-            return "langfuse"
-        if s.startswith("logfire"):
-            return "logfire"
-        if s.startswith("openlit"):
-            return "openlit"
-        if (
-            s.startswith("opentelemetry.instrumentation.")
-            and not s.startswith("opentelemetry.instrumentation.openai_v2")
-            and ".v1" in s
-        ):
-            return "openllmetry"
-        if s.startswith("keel"):
-            return "keel"
+        d = _scope_dialect(scope)
+        if d is not None:
+            return d
     if "langfuse.observation.type" in attrs:
         return "langfuse"
     if "openinference.span.kind" in attrs:
@@ -654,6 +664,10 @@ def to_llm_call(span: Span | Mapping[str, Any], *, index_only: bool = False) -> 
     if not _is_candidate(attrs) and not (sp is not None and _llm_scope_span(sp)):
         return None
     try:
+        if index_only and sp is not None:
+            fast = _index_fast(attrs, sp)
+            if fast is not _FALLBACK:
+                return fast  # type: ignore[return-value]
         return _build(attrs, sp, index_only)
     except Exception:  # a hostile or odd attribute must never break ingest
         _log.warning("could not read the LLM view of a span", exc_info=True)
@@ -763,6 +777,237 @@ def _nested(d: Mapping[str, Any], *path: str) -> Any:
             return None
         cur = cur.get(p)
     return cur
+
+
+# ---------------------------------------------------------------------------------------------
+# the ingest fast path: the index-only view of a plain GenAI-convention span in one pass
+# ---------------------------------------------------------------------------------------------
+# ``_build(..., index_only=True)`` reads ~90 keys through ``_first``. For the common shape of a
+# span (GenAI semantic-convention names only) ``_index_fast`` reads the same view from one pass
+# over the span's own keys, from the table below. Every other key ``_build`` may read on the
+# index-only path (other dialects' spellings, markers, parameters, reported costs …) is listed
+# in ``_FAST_FALLBACK``: a span carrying any of them, or any case the fast path does not cover,
+# goes to ``_build``. So the result is ``_build``'s by construction (property-tested in
+# tests/tracing/test_index_fast.py; a test also checks these tables cover every key _build reads).
+_FAST_KEYS: dict[str, int] = {
+    "gen_ai.operation.name": 0,
+    "gen_ai.request.model": 1,
+    "gen_ai.response.model": 2,
+    "gen_ai.usage.input_tokens": 3,
+    "gen_ai.usage.output_tokens": 4,
+    "gen_ai.usage.cache_read.input_tokens": 5,
+    "gen_ai.usage.cache_write.input_tokens": 6,
+    "gen_ai.usage.reasoning.output_tokens": 7,
+    "gen_ai.usage.total_tokens": 8,
+    "gen_ai.provider.name": 9,
+    "gen_ai.system": 10,
+    "gen_ai.tool.name": 11,
+    semconv.PROMPT_NAME: 12,
+    "gen_ai.prompt.name": 13,
+    semconv.PROMPT_VERSION: 14,
+    "gen_ai.prompt.version": 15,
+    semconv.PROMPT_LABEL: 16,
+    semconv.ROUTE: 17,
+    semconv.AGENT_STEP: 18,
+    "gen_ai.agent.step": 19,
+    "error.type": 20,
+    "gen_ai.response.time_to_first_chunk": 21,
+}
+_FAST_FALLBACK = frozenset(
+    {
+        # dialect markers
+        "langfuse.observation.type",
+        "openinference.span.kind",
+        "gen_ai.span.kind",
+        "fi.span.kind",
+        "telemetry.sdk.name",
+        "logfire.msg_template",
+        "logfire.span_type",
+        "llm.request.type",
+        "traceloop.span.kind",
+        "gen_ai.prompt.0.role",
+        "gen_ai.prompt.0.content",
+        "gen_ai.completion.0.role",
+        semconv.SPAN_KIND,
+        "llm.model_name",
+        "llm.input_messages.0.message.role",
+        # operation
+        "llm.prompts.0.prompt.text",
+        "mcp.method.name",
+        "tool.name",
+        "retrieval.documents.0.document.content",
+        "embedding.model_name",
+        # parameters and Langfuse usage
+        "llm.invocation_parameters",
+        "gen_ai.request.parameters",
+        "langfuse.observation.model.parameters",
+        "langfuse.observation.usage_details",
+        # models
+        "llm.request.model_name",
+        "llm.response.model_name",
+        "langfuse.observation.model.name",
+        # tokens (other spellings)
+        "gen_ai.usage.prompt_tokens",
+        "llm.token_count.prompt",
+        "llm.usage.prompt_tokens",
+        "gen_ai.usage.completion_tokens",
+        "llm.token_count.completion",
+        "llm.usage.completion_tokens",
+        "gen_ai.usage.cache_read_input_tokens",
+        "llm.token_count.prompt_details.cache_read",
+        "gen_ai.usage.cached_tokens",
+        "gen_ai.usage.cache_creation.input_tokens",
+        "gen_ai.usage.cache_creation_input_tokens",
+        "llm.token_count.prompt_details.cache_write",
+        "gen_ai.usage.reasoning_tokens",
+        "llm.token_count.completion_details.reasoning",
+        "llm.usage.total_tokens",
+        "llm.token_count.total",
+        # reported costs
+        "gen_ai.usage.cost",
+        "llm.cost.total",
+        "gen_ai.cost.total",
+        "operation.cost",
+        "langfuse.observation.cost_details",
+        # prompts
+        "langfuse.observation.prompt.name",
+        "traceloop.prompt.key",
+        "prompt.id",
+        "langfuse.observation.prompt.version",
+        "traceloop.prompt.version",
+        "llm.prompt_template.version",
+        # providers
+        "llm.provider",
+        "llm.system",
+        # time to first token
+        "gen_ai.server.time_to_first_token",
+        "gen_ai.response.time_to_first_token",
+        "llm.time_to_first_token_ms",
+        "langfuse.observation.completion_start_time",
+        # errors
+        "langfuse.observation.level",
+        "langfuse.observation.status_message",
+    }
+)
+_FAST_KEY_ORDER = tuple(sorted(_FAST_KEYS, key=_FAST_KEYS.__getitem__))
+_FALLBACK = object()
+
+
+def _nz(a: Any, b: Any) -> Any:
+    """``_first`` over two values already read: the first that is neither None nor ""."""
+    return a if a is not None and a != "" else (b if b is not None and b != "" else None)
+
+
+_TTFT_EVENTS = ("First Token Stream Event", "gen_ai.content.completion.chunk", "llm.first_token")
+
+
+def _index_fast(attrs: Mapping[str, Any], span: Span) -> LlmCall | object | None:
+    """``_build(attrs, span, index_only=True)`` for plain GenAI-convention spans, or
+    ``_FALLBACK`` when the span needs the general reader."""
+    if not _FAST_FALLBACK.isdisjoint(attrs):  # both loops run in C
+        return _FALLBACK
+    # vals[i]: the value of the key in slot i (None when absent). _str/_int/_float read "" as
+    # None, as _first skips it; where _first picks between two keys, _nz() does the same.
+    vals = list(map(attrs.get, _FAST_KEY_ORDER))
+    scope = span.scope
+    dialect = _scope_dialect(scope) if scope else None
+    if dialect is None:
+        dialect = (
+            "openlit" if span.resource.get("telemetry.sdk.name") == "openlit" else "otel_genai"
+        )
+    elif dialect == "traceai" or dialect == "langfuse":
+        return _FALLBACK
+
+    op = _str(vals[0])
+    request_model = _str(vals[1])
+    response_model = _str(vals[2])
+    if op is None and (m := _SPAN_NAME_OP.match(span.name)):
+        op = m.group(1)
+        request_model = request_model or m.group(2)
+    input_tokens = _int(vals[3])
+    output_tokens = _int(vals[4])
+    if op is None and input_tokens is None and (request_model or response_model) is not None:
+        return _FALLBACK  # _build would parse messages to decide the operation
+    total = _int(vals[8])
+    if total is None and input_tokens is not None and output_tokens is not None:
+        total = input_tokens + output_tokens
+
+    raw_version = _nz(vals[14], vals[15])
+    prompt_version = _int(raw_version)
+    prompt_label = _str(vals[16])
+    if prompt_version is None and raw_version is not None:
+        s = str(raw_version)
+        if s[:1] in "vV" and s[1:].isdigit():
+            prompt_version = int(s[1:])
+        elif not prompt_label:
+            prompt_label = s
+
+    # time to first token: the attribute, else a first-token event
+    ttft = _float(vals[21])
+    if ttft is not None:
+        ttft *= 1000.0
+    else:
+        for ev in span.events:
+            if ev.name in _TTFT_EVENTS:
+                ttft = max(0.0, (ev.time_ns - span.start_time_ns) / 1e6)
+                break
+
+    # error type: the attribute, else an exception event, else an error status
+    error_type = _str(vals[20])
+    if error_type:
+        em = _CLASS_REPR.match(error_type)
+        if em:
+            error_type = em.group(1)
+    else:
+        error_type = None
+        for ev in span.events:
+            if ev.name == "exception":
+                t = _str(ev.attributes.get("exception.type"))
+                if t:
+                    error_type = t
+                    break
+        if error_type is None and span.status == SpanStatus.ERROR:
+            sm = _STATUS_CODE.search(span.status_message or "")
+            error_type = sm.group(1) if sm else "_OTHER"
+
+    return construct_trusted(
+        LlmCall,
+        dict(
+            operation=op
+            or ("chat" if (request_model or response_model) and input_tokens is not None else None),
+            provider=_provider(_nz(vals[9], vals[10])),
+            request_model=request_model,
+            response_model=response_model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_tokens=_int(vals[5]),
+            cache_write_tokens=_int(vals[6]),
+            reasoning_tokens=_int(vals[7]),
+            total_tokens=total,
+            cost_usd=None,
+            cost_source=None,
+            ttft_ms=ttft,
+            temperature=None,
+            max_tokens=None,
+            finish_reasons=[],
+            input_messages=[],
+            output_messages=[],
+            tool_calls=[],
+            available_tools=[],
+            documents=[],
+            prompt_name=_str(_nz(vals[12], vals[13])),
+            prompt_version=prompt_version,
+            prompt_label=prompt_label,
+            route=_str(vals[17]),
+            agent_name=None,
+            agent_step=_int(_nz(vals[18], vals[19])),
+            tool_name=_str(vals[11]),
+            error_type=error_type,
+            response_id=None,
+            conversation_id=None,
+            dialect=dialect,
+        ),
+    )
 
 
 def _build(attrs: Mapping[str, Any], span: Span | None, index_only: bool = False) -> LlmCall | None:

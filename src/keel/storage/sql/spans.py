@@ -166,6 +166,12 @@ def _t(v: Any) -> Any:
     return v
 
 
+# kind/status as stored: the enum members (StrEnum, so their text hashes alike) → their value
+_KIND_TEXT = {k: k.value for k in SpanKind}
+_STATUS_TEXT = {st: st.value for st in SpanStatus}
+_NO_LLM: tuple[Any, ...] = (0, None, None, None, None, None, None, None, None, None, None, None)
+
+
 def _row(rec: SpanRecord, resources: dict[int, tuple[Any, bytes]] | None = None) -> tuple[Any, ...]:
     """The ``spans`` row of a record. ``resources`` memoizes the resource blob per resource
     object: every span of one OTLP ResourceSpans shares one dict, encoded once per batch."""
@@ -174,52 +180,60 @@ def _row(rec: SpanRecord, resources: dict[int, tuple[Any, bytes]] | None = None)
     res = s.resource
     if not res:
         res_blob = b"{}"
-    elif resources is None:
-        res_blob = _blob(res)
+        svc = None
     else:
-        hit = resources.get(id(res))
-        if hit is None or hit[0] is not res:
-            # keep the object alive with its blob so its id cannot be reused within the batch
-            hit = resources[id(res)] = (res, _blob(res))
-        res_blob = hit[1]
-    svc = res.get("service.name")
+        if resources is None:
+            res_blob = _blob(res)
+        else:
+            hit = resources.get(id(res))
+            if hit is None or hit[0] is not res:
+                # keep the object alive with its blob so its id cannot be reused within the batch
+                hit = resources[id(res)] = (res, _blob(res))
+            res_blob = hit[1]
+        svc = res.get("service.name")
+        svc = _t(svc) if isinstance(svc, str) else None
+    ev = s.events
     events = (
-        _blob(
-            [{"name": e.name, "time_ns": e.time_ns, "attributes": e.attributes} for e in s.events]
-        )
-        if s.events
+        _blob([{"name": e.name, "time_ns": e.time_ns, "attributes": e.attributes} for e in ev])
+        if ev
         else b"[]"
     )
     if llm is None:
-        llm_part: tuple[Any, ...] = (0, None, None, None, None, None, None, None, None, None)
-        prompt: tuple[Any, ...] = (None, None)
+        llm_part = _NO_LLM
     else:
+        d = llm.__dict__  # plain reads of the model's fields (hot path)
         llm_part = (
             1,
-            _t(llm.operation),
-            _t(llm.provider),
-            _t(llm.request_model),
-            _t(llm.response_model),
-            llm.input_tokens,
-            llm.output_tokens,
-            llm.cost_usd,
-            _t(llm.cost_source),
-            _t(llm.route),
+            _t(d["operation"]),
+            _t(d["provider"]),
+            _t(d["request_model"]),
+            _t(d["response_model"]),
+            d["input_tokens"],
+            d["output_tokens"],
+            d["cost_usd"],
+            _t(d["cost_source"]),
+            _t(d["route"]),
+            _t(d["prompt_name"]),
+            d["prompt_version"],
         )
-        prompt = (_t(llm.prompt_name), llm.prompt_version)
+    kind = _KIND_TEXT.get(s.kind)
+    if kind is None:
+        kind = str(s.kind.value if isinstance(s.kind, SpanKind) else s.kind)
+    status = _STATUS_TEXT.get(s.status)
+    if status is None:
+        status = str(s.status.value if isinstance(s.status, SpanStatus) else s.status)
     return (
         s.project_id,
         s.trace_id,
         s.span_id,
         s.parent_span_id,
         _t(s.name),
-        str(s.kind.value if isinstance(s.kind, SpanKind) else s.kind),
-        str(s.status.value if isinstance(s.status, SpanStatus) else s.status),
+        kind,
+        status,
         s.start_time_ns,
         s.end_time_ns,
-        _t(svc) if isinstance(svc, str) else None,
+        svc,
         *llm_part,
-        *prompt,
         _t(s.scope),
         _t(s.status_message),
         _blob(s.attributes),
@@ -248,6 +262,42 @@ def _span_from_row(r: Any) -> Span:
             project_id=r.project_id,
         ),
     )
+
+
+def _batch_index(rows: list[tuple[Any, ...]]) -> dict[tuple[str, str], dict[str, IndexRow]]:
+    """The index rows of a batch's span rows, per (project, trace); the first copy of a span
+    wins, as in the insert."""
+    batch: dict[tuple[str, str], dict[str, IndexRow]] = {}
+    for r in rows:
+        spans = batch.get((r[0], r[1]))
+        if spans is None:
+            spans = batch[(r[0], r[1])] = {}
+        if r[2] not in spans:
+            spans[r[2]] = IndexRow(
+                r[2],
+                r[3],
+                r[4],
+                r[7],
+                r[8],
+                r[6],
+                r[9],
+                r[15],
+                r[16],
+                r[17],
+                r[13],
+                r[14],
+                r[12],
+                r[19],
+                r[20],
+                r[21],
+                bool(r[10]),
+                r[11],
+            )
+    return batch
+
+
+def _summary_tuple(summary: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(summary[c] for c in _TRACE_COLS)
 
 
 class SqlSpanStore:
@@ -279,43 +329,32 @@ class SqlSpanStore:
             return 0
         resources: dict[int, tuple[Any, bytes]] = {}
         rows = [_row(r, resources) for r in records]
+        # Summaries assuming every trace is new, computed before taking the write lock (other
+        # processes may be writing): inside it only traces already stored are recomputed.
+        batch = _batch_index(rows)
+        fresh = {
+            key: _summary_tuple(summarize(key[0], key[1], list(spans.values())))
+            for key, spans in batch.items()
+        }
         with self._db.write() as conn:
             cur = conn.exec_driver_sql(self._insert_spans, rows)
             inserted = max(cur.rowcount, 0)
-            self._refresh_summaries(conn, rows)
+            self._refresh_summaries(conn, batch, fresh)
         return inserted
 
-    def _refresh_summaries(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-        """Recompute the summary of every trace in ``rows`` (span rows just inserted).
+    def _refresh_summaries(
+        self,
+        conn: Connection,
+        batch: dict[tuple[str, str], dict[str, IndexRow]],
+        fresh: dict[tuple[str, str], tuple[Any, ...]],
+    ) -> None:
+        """Write the summary of every trace in ``batch`` (span rows just inserted).
 
-        A trace without a summary yet has no other stored spans, so its summary comes from
-        the batch alone; others are re-read (index columns only) from ``spans``.
+        A trace without a summary yet has no other stored spans, so its summary is the one
+        computed from the batch alone (``fresh``); others are re-read (index columns only)
+        from ``spans`` and recomputed.
         """
         ph = self._ph
-        batch: dict[tuple[str, str], dict[str, IndexRow]] = {}
-        for r in rows:
-            spans = batch.setdefault((r[0], r[1]), {})
-            if r[2] not in spans:  # the first copy wins, as in the insert
-                spans[r[2]] = IndexRow(
-                    r[2],
-                    r[3],
-                    r[4],
-                    r[7],
-                    r[8],
-                    r[6],
-                    r[9],
-                    r[15],
-                    r[16],
-                    r[17],
-                    r[13],
-                    r[14],
-                    r[12],
-                    r[19],
-                    r[20],
-                    r[21],
-                    bool(r[10]),
-                    r[11],
-                )
         touched: dict[str, list[str]] = {}
         for project_id, trace_id in batch:
             touched.setdefault(project_id, []).append(trace_id)
@@ -350,13 +389,12 @@ class SqlSpanStore:
                         by_trace.setdefault(r[0], []).append(
                             IndexRow(*r[1:17], bool(r[17]), r[18])  # type: ignore[call-arg]
                         )
-                known_set = set(known)
                 for tid in chunk:
-                    idx = by_trace.get(tid) if tid in known_set else None
+                    idx = by_trace.get(tid)
                     if idx is None:
-                        idx = list(batch[(project_id, tid)].values())
-                    summary = summarize(project_id, tid, idx)
-                    out.append(tuple(summary[c] for c in _TRACE_COLS))
+                        out.append(fresh[(project_id, tid)])
+                    else:
+                        out.append(_summary_tuple(summarize(project_id, tid, idx)))
         if out:
             conn.exec_driver_sql(self._upsert_traces, out)
 
