@@ -71,6 +71,7 @@ class Authenticator:
     _cache: dict[str, _Cached] = field(default_factory=dict)
     _open_until: float = 0.0
     _open: bool = False
+    _default: _Cached | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def open_mode(self) -> bool:
@@ -88,9 +89,14 @@ class Authenticator:
         with self._lock:
             self._cache.clear()
             self._open_until = 0.0
+            self._default = None
 
     def default_project(self) -> Project:
-        """The project used in open dev mode."""
+        """The project used in open dev mode (looked up at most once per ``ttl_s``)."""
+        now = time.monotonic()
+        d = self._default
+        if d is not None and d.expires > now and d.ctx is not None:
+            return d.ctx.project
         p = self.store.projects.find_project_by_name(DEFAULT_PROJECT)
         if p is None:
             try:
@@ -98,6 +104,7 @@ class Authenticator:
             except ConflictError:
                 p = self.store.projects.find_project_by_name(DEFAULT_PROJECT)
         assert p is not None
+        self._default = _Cached(AuthContext(p, None, open_mode=True), now + self.ttl_s)
         return p
 
     def authenticate(self, authorization: str | None, x_api_key: str | None = None) -> AuthContext:
