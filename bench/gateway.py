@@ -158,6 +158,157 @@ def serve_keel(port: int, upstream: str, workdir: Path, tracing: bool) -> None:
     )
 
 
+# ------------------------------------------------------------------------------ in process
+
+
+def inprocess(n: int, concurrency: int, samples: int, workdir: Path, upstream: str | None) -> None:
+    """Drive the ASGI app directly (no sockets on the client side): CPU per request of the
+    whole pipeline (key check, route, fake or mock upstream, one span per request into SQLite
+    through the ingest writer), and RSS at ``samples`` evenly spaced points (memory soak).
+
+    Before each RSS sample the span queue and the ingest writer are drained, so growth means
+    retained objects, not backlog."""
+    import gc
+    import resource
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    from keel.server.app import create_app
+    from keel.server.auth import create_api_key
+    from keel.settings import Settings
+    from keel.storage import open_store
+
+    url = f"sqlite:///{workdir / 'keel.db'}"
+    store = open_store(url)
+    project = store.projects.add_project("bench")
+    _, secret = create_api_key(store, project, name="bench")
+    if upstream:
+        providers = {"mock": {"type": "openai_compatible", "base_url": upstream}}
+        target = {"provider": "mock", "model": "bench-model", "weight": 1}
+    else:
+        providers = {}
+        target = {"provider": "fake", "model": "fake:echo", "weight": 1}
+    gateway = {
+        "providers": providers,
+        "routes": {
+            "bench": {
+                "targets": [target],
+                "retries": 1,
+                "circuit_breaker": {"failures": 5, "cooldown_s": 30},
+            }
+        },
+    }
+    app = create_app(Settings(store={"url": url}, gateway=gateway), store)
+    body = json.dumps(BODY).encode()
+    scope_base = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {secret}".encode()),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    status_counts: dict[int, int] = {}
+
+    async def one() -> None:
+        sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.sleep(3600)
+            return {"type": "http.disconnect"}
+
+        async def send(msg: dict[str, Any]) -> None:
+            if msg["type"] == "http.response.start":
+                st = msg["status"]
+                status_counts[st] = status_counts.get(st, 0) + 1
+
+        await app(dict(scope_base), receive, send)
+
+    def rss() -> float:
+        return rss_mb(os.getpid())
+
+    async def drain() -> None:
+        ctx = app.state.keel
+        gw = ctx.extras["gateway"]
+        await gw.emitter.flush()
+        writer = ctx.extras.get("ingest")
+        for _ in range(600):
+            if writer is None or writer.pending_spans == 0:
+                break
+            await asyncio.sleep(0.05)
+
+    async def run_all() -> None:
+        async with app.router.lifespan_context(app):
+            emitter = app.state.keel.extras["gateway"].emitter
+            for _ in range(2000):  # warm-up
+                await one()
+            await drain()
+            gc.collect()
+            points = [(0, rss())]
+            per = n // samples
+            done = 0
+            cpu0 = time.process_time()
+            wall0 = time.perf_counter()
+            while done < n:
+                todo = min(per, n - done)
+                k = 0
+
+                async def worker(todo: int = todo) -> None:
+                    nonlocal k
+                    while k < todo:
+                        k += 1
+                        await one()
+                        # pace to the span writer: the emitter drops spans past its bound
+                        # (by design), and a soak must write every span it claims to
+                        while len(emitter.pending) > 5_000:
+                            await asyncio.sleep(0.005)
+
+                await asyncio.gather(*(worker() for _ in range(concurrency)))
+                done += todo
+                await drain()
+                points.append((done, rss()))
+                print(f"  {done:>9,} requests  RSS {points[-1][1]:7.1f} MiB", flush=True)
+            cpu = time.process_time() - cpu0
+            wall = time.perf_counter() - wall0
+            ru = resource.getrusage(resource.RUSAGE_SELF)
+            print(
+                f"  in-process: {n:,} requests, {1e6 * cpu / n:.0f} CPU-us/request (all threads, "
+                f"incl. span writing), {n / wall:,.0f} req/s wall; statuses {status_counts}; "
+                f"max RSS {ru.ru_maxrss / 1024:.1f} MiB; load average {os.getloadavg()[0]:.2f}"
+            )
+            print(
+                "  RSS MiB: " + " -> ".join(f"{x:.1f} @{d:,}" for d, x in points),
+                flush=True,
+            )
+            spans = store.spans.count_spans() if hasattr(store.spans, "count_spans") else None
+            if spans is not None:
+                print(
+                    f"  spans stored: {spans:,} (emitter dropped {emitter.dropped:,}, "
+                    f"failed {emitter.failed:,})"
+                )
+
+    asyncio.run(run_all())
+
+
 # ------------------------------------------------------------------------------ harness
 
 
@@ -288,6 +439,23 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])) / tick
 
 
+def thread_cpu(pid: int | None) -> dict[str, float]:
+    """CPU seconds per thread name of a process (``/proc/<pid>/task``)."""
+    out: dict[str, float] = {}
+    if pid is None:
+        return out
+    tick = os.sysconf("SC_CLK_TCK")
+    for t in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            name = (t / "comm").read_text().strip()
+            f = (t / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        key = "main" if t.name == str(pid) else name
+        out[key] = out.get(key, 0.0) + (int(f[11]) + int(f[12])) / tick
+    return out
+
+
 def measure(
     name: str,
     url: str,
@@ -299,8 +467,18 @@ def measure(
     wrk(url, 1, 2, headers, body)  # warm up
     lat = wrk(url, 1, a.seconds, headers, body)
     c0 = cpu_seconds(pid)
+    t0 = thread_cpu(pid)
     thr = wrk(url, 50, a.seconds, headers, body)
     cpu = cpu_seconds(pid) - c0
+    t1 = thread_cpu(pid)
+    if thr["requests"] and name != "direct":
+        split = {k: 1e6 * (v - t0.get(k, 0.0)) / thr["requests"] for k, v in t1.items()}
+        split = {k: v for k, v in sorted(split.items(), key=lambda kv: -kv[1]) if v >= 1}
+        print(
+            f"  {name:<12} CPU-us/req by thread: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in split.items()),
+            flush=True,
+        )
     cpu_us = 1e6 * cpu / thr["requests"] if thr["requests"] else float("nan")
     res = {
         "p50": lat["p50"],
@@ -451,7 +629,43 @@ def main() -> None:
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--upstream", help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--inprocess",
+        type=int,
+        metavar="N",
+        help="drive the ASGI app in process N times (CPU per request + RSS soak; no wrk)",
+    )
+    ap.add_argument(
+        "--concurrency", type=int, default=50, help="in-flight requests for --inprocess"
+    )
+    ap.add_argument(
+        "--mock-upstream",
+        action="store_true",
+        help="--inprocess against the mock upstream over loopback (default: the fake provider)",
+    )
     a = ap.parse_args()
+    if a.inprocess:
+        work = Path(tempfile.mkdtemp(prefix="keel-gwsoak-"))
+        mock = None
+        upstream = None
+        if a.mock_upstream:
+            mport = free_port()
+            mock = spawn([sys.executable, __file__, "mock", "--port", str(mport)], 0)
+            wait_port(mport)
+            upstream = f"http://127.0.0.1:{mport}/v1"
+        print(
+            f"gateway in-process run: {a.inprocess:,} requests, {a.concurrency} in flight, "
+            f"upstream {'mock over loopback' if upstream else 'fake provider'}, "
+            f"load average {os.getloadavg()[0]:.2f} at start",
+            flush=True,
+        )
+        try:
+            inprocess(a.inprocess, a.concurrency, 4, work, upstream)
+        finally:
+            if mock is not None:
+                stop(mock)
+            shutil.rmtree(work, ignore_errors=True)
+        return
     if a._role == "mock":
         serve_mock(a.port)
         return

@@ -171,3 +171,26 @@ def test_docs_examples_run() -> None:
         exec(compile(block, str(doc), "exec"), {})
     for m in (mod, text_mod):
         assert doctest.testmod(m).failed == 0
+
+
+def test_lazy_context_index_details_match_a_fresh_sentence() -> None:
+    """Sentence details are computed on first use; they must not depend on which check asks
+    first, and the index must not compute them for sentences no check touches."""
+    from keel.evals import grounding as G
+
+    ctx = (
+        "Lina Voss founded Arborel in 2019, and Marcus Dale joined later. "
+        "Refunds are available within 30 days, unless the item was on clearance. "
+        "The museum is closed on Mondays."
+    ) + " Filler sentence about gardens." * 40
+    idx = G.index_context(ctx + " (lazy test)")
+    assert not any(s._detailed for s in idx.sentences)
+    r1 = G.check_grounding("Marcus founded Arborel in 2019.", ctx + " (lazy test)")
+    touched = sum(s._detailed for s in idx.sentences)
+    assert 0 < touched < len(idx.sentences) // 2
+    assert r1.claims[0].broken_pairs
+    s0 = idx.sentences[0]
+    fresh = G._Sentence(s0.text, s0._entities)
+    assert fresh.anchors == s0.anchors and fresh.quantities == s0.quantities
+    assert [c.negated for c in fresh.clauses] == [c.negated for c in s0.clauses]
+    assert idx.sentences[2].negated is False and "closed" in idx.sentences[2].tokens

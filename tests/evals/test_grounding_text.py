@@ -179,6 +179,31 @@ def test_embedding_batch_equals_single_and_threads_share_one_model() -> None:
 def test_split_sentences_survives_punctuation_only_fragments() -> None:
     from keel.ml.text import extract_entities, split_sentences
 
-    text = ". If the statement ‘‘”LINUX is only… ok. \"). Next one."
+    text = '. If the statement ‘‘”LINUX is only… ok. "). Next one.'
     assert split_sentences(text)
     extract_entities(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Lina Voss founded Arborel in 2019. Marcus Dale joined later. Arborel moved to Oslo.",
+        "The NASA probe left. Pets are not allowed. Pets rule, said Anne of Cleves.",
+        "Nervi 2 shipped on Monday. Python 3.8 is old.",
+        "",
+    ],
+)
+def test_entities_by_sentence_matches_extract_entities(text: str) -> None:
+    sents = T.split_sentences(text) or [text]
+    per = T.entities_by_sentence(sents)
+    assert len(per) == len(sents)
+    assert [e for es in per for e in es] == T.extract_entities(text)
+
+
+@given(st.text(alphabet="abc XYZ0123456789$%.,-", max_size=60))
+def test_digit_fast_path_keeps_quantities(text: str) -> None:
+    # words=False has no number words, so every quantity comes from a digit
+    qs = T.extract_quantities(text, words=False)
+    assert all(any(ch.isdigit() for ch in q.text) for q in qs)
+    if not any(ch.isdigit() for ch in text):
+        assert qs == []

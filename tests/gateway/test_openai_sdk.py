@@ -181,6 +181,26 @@ def test_embeddings(client):
     assert r2.data[0].embedding[0] == 5.0
 
 
+def test_embeddings_span_joins_the_callers_trace(keel, client):
+    import os
+    import time
+
+    from keel.storage.spans import SpanFilter
+
+    tid = os.urandom(16).hex()
+    parent = os.urandom(8).hex()
+    client.embeddings.create(
+        model="fake:embed", input="x", extra_headers={"traceparent": f"00-{tid}-{parent}-01"}
+    )
+    deadline = time.time() + 5
+    items: list = []
+    while not items and time.time() < deadline:
+        for p in keel.store.projects.list_projects():
+            items += keel.store.spans.list_spans(p.id, SpanFilter(trace_id=tid)).items
+        time.sleep(0.05)
+    assert len(items) == 1 and items[0].parent_span_id == parent
+
+
 def test_models(client):
     ids = {m.id for m in client.models.list()}
     assert {"chat", "claude", "fake:echo"} <= ids

@@ -58,6 +58,12 @@ class _Clause:
     negated: bool
     tokens: frozenset[str]
     sentence_tokens: frozenset[str] = frozenset()
+    prefixes: frozenset[str] = frozenset()  # 6-letter prefixes of the long stems
+    long: tuple[tuple[str, str], ...] = ()  # (long stem, its prefix)
+
+    def __post_init__(self) -> None:
+        self.long = tuple((h, h[:PREFIX]) for h in self.stems if len(h) > PREFIX)
+        self.prefixes = frozenset(p for _, p in self.long)
 
 
 def _clauses(text: str) -> list[tuple[list[str], list[str]]]:
@@ -69,21 +75,76 @@ def _clauses(text: str) -> list[tuple[list[str], list[str]]]:
     return out
 
 
-@dataclass
 class _Sentence:
-    text: str
-    stems: list[str]  # content stems in order
-    stem_set: frozenset[str]
-    anchors: list[Anchor]
-    quantities: list[T.Quantity]
-    negated: bool
-    tokens: frozenset[str]
-    cues: frozenset[str]
-    conditions: frozenset[str]
-    hedges: frozenset[str]
-    condition_stems: frozenset[str]  # content words of the limiting clause(s)
-    clause_of: list[int]  # clause number of each stem
-    clauses: list[_Clause]
+    """One context sentence. Its stems are computed when the context is indexed; everything
+    else (names, numbers, clauses, cues) only when a check first looks at this sentence, so a
+    long document costs little beyond the sentences an answer actually touches."""
+
+    __slots__ = (
+        "_detailed",
+        "_entities",
+        "_parts",
+        "anchors",
+        "clause_of",
+        "clauses",
+        "condition_stems",
+        "conditions",
+        "cues",
+        "hedges",
+        "negated",
+        "quantities",
+        "stem_set",
+        "stems",
+        "text",
+        "tokens",
+    )
+
+    def __init__(self, text: str, entities: list[str]) -> None:
+        parts = _clauses(text)
+        self.text = text
+        self.stems: list[str] = [st for _, ps in parts for st in ps]  # content stems in order
+        self.stem_set: frozenset[str] = frozenset(self.stems)
+        self.clause_of: list[int] = [i for i, (_, ps) in enumerate(parts) for _ in ps]
+        self._parts = parts
+        self._entities = entities
+        self._detailed = False
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for a detail slot not filled yet.
+        if name == "clauses":
+            ftoks = frozenset(T.tokenize(self.text))
+            self.clauses: list[_Clause] = [
+                _Clause(frozenset(ps), T.is_negated(pt), frozenset(pt), ftoks)
+                for pt, ps in self._parts
+            ]
+            return self.clauses
+        if name.startswith("_") or object.__getattribute__(self, "_detailed"):
+            raise AttributeError(name)
+        self._detail()
+        return object.__getattribute__(self, name)
+
+    def _detail(self) -> None:
+        text = self.text
+        toks = T.tokenize(text)
+        entities = self._entities
+        anchors, quantities = _anchor_keys(text, self.stems, entities)
+        conditions = (
+            frozenset(T.condition_cues(text))
+            if T.CONDITION_CUES.intersection(toks)
+            else frozenset()
+        )
+        cond_stems = _condition_stems(text)
+        if cond_stems and not conditions:
+            conditions = frozenset({"qualifier"})
+        self.anchors: list[Anchor] = anchors
+        self.quantities: list[T.Quantity] = quantities
+        self.negated: bool = T.is_negated(toks)
+        self.tokens: frozenset[str] = frozenset(toks)
+        self.cues: frozenset[str] = frozenset(T.quantifier_cues(toks))
+        self.conditions: frozenset[str] = conditions
+        self.hedges: frozenset[str] = frozenset(T.hedge_cues(toks))
+        self.condition_stems: frozenset[str] = cond_stems  # content words of the limiting clause(s)
+        self._detailed = True
 
 
 @dataclass
@@ -188,40 +249,6 @@ def _condition_stems(sentence: str) -> frozenset[str]:
     return frozenset(out)
 
 
-def _make_sentence(text: str, known: set[str]) -> tuple[_Sentence, list[str]]:
-    toks = T.tokenize(text)
-    parts = _clauses(text)
-    stems = [st for _, ps in parts for st in ps]
-    clause_of = [i for i, (_, ps) in enumerate(parts) for _ in ps]
-    entities = T.extract_entities(text, known=known)
-    anchors, quantities = _anchor_keys(text, stems, entities)
-    conditions = (
-        frozenset(T.condition_cues(text)) if T.CONDITION_CUES.intersection(toks) else frozenset()
-    )
-    cond_stems = _condition_stems(text)
-    if cond_stems and not conditions:
-        conditions = frozenset({"qualifier"})
-    sent = _Sentence(
-        text=text,
-        stems=stems,
-        stem_set=frozenset(stems),
-        anchors=anchors,
-        quantities=quantities,
-        negated=T.is_negated(toks),
-        tokens=frozenset(toks),
-        cues=frozenset(T.quantifier_cues(toks)),
-        conditions=conditions,
-        hedges=frozenset(T.hedge_cues(toks)),
-        condition_stems=cond_stems,
-        clause_of=clause_of,
-        clauses=[
-            _Clause(frozenset(ps), T.is_negated(pt), frozenset(pt), frozenset(toks))
-            for pt, ps in parts
-        ],
-    )
-    return sent, entities
-
-
 NEAR = 4
 
 
@@ -267,26 +294,30 @@ def index_context(context: str) -> ContextIndex:
             return hit
     sents = T.split_sentences(context)
     known = {w.lower() for s in sents for w in _CAPS_RE.findall(s)[1:]}
-    made = [_make_sentence(s, known) for s in sents]
-    sentences = [m[0] for m in made]
+    # Names sentence by sentence in one pass (capitalised words anywhere in the context count
+    # as known names, so a name that starts a sentence is still a name).
+    by_sent = T.entities_by_sentence(sents, known=known)
+    sentences = [_Sentence(s, e) for s, e in zip(sents, by_sent, strict=True)]
     postings: dict[str, list[int]] = {}
     for i, s in enumerate(sentences):
         for st in s.stem_set:
             postings.setdefault(st, []).append(i)
-    ents = [e for m in made for e in m[1]]
+    # Names of the whole context in one pass (the same sentence split and known names as a
+    # per-sentence pass would use).
+    ents = [e for es in by_sent for e in es]
     ent_words = {T.stem(w) for e in ents for w in T.tokenize(e)}
     acronyms = {_acronym(e.split()) for e in ents if len(e.split()) > 1}
+    words = T.tokenize(context)
     idx = ContextIndex(
         sentences=sentences,
         stems=frozenset(postings),
-        words=frozenset(T.tokenize(context)),
-        quantities=[q for s in sentences for q in s.quantities]
-        + T.extract_quantities(context, words=True),
+        words=frozenset(words),
+        quantities=T.extract_quantities(context, words=True),
         entity_words=frozenset(ent_words),
         entity_lower=frozenset(w for e in ents for w in T.tokenize(e)),
         prefixes=frozenset(st[:PREFIX] for st in postings if len(st) >= PREFIX + 1),
         acronyms=frozenset(acronyms),
-        cues=frozenset(c for s in sentences for c in s.cues),
+        cues=frozenset(T.quantifier_cues(words)),
         postings=postings,
     )
     with _cache_lock:
@@ -547,9 +578,19 @@ _RESTRICTIVE = frozenset(
 )
 
 
-def _covers(have: set[str] | frozenset[str], want: frozenset[str] | set[str]) -> int:
-    """How many of ``want`` are in ``have`` (a shared 6-letter prefix counts: backlit/backlight)."""
-    pre = {h[:PREFIX] for h in have if len(h) > PREFIX}
+def _prefixes(stems: set[str] | frozenset[str]) -> frozenset[str]:
+    return frozenset(h[:PREFIX] for h in stems if len(h) > PREFIX)
+
+
+def _covers(
+    have: set[str] | frozenset[str],
+    want: frozenset[str] | set[str],
+    pre: frozenset[str] | None = None,
+) -> int:
+    """How many of ``want`` are in ``have`` (a shared 6-letter prefix counts: backlit/backlight);
+    ``pre`` is ``_prefixes(have)`` when the caller has it."""
+    if pre is None:
+        pre = _prefixes(have)
     return sum(1 for w in want if w in have or (len(w) > PREFIX and w[:PREFIX] in pre))
 
 
@@ -565,18 +606,31 @@ def _polarity_differs(claim: str, idx: ContextIndex) -> bool:
         stems = set(stem_list)
         if len(stems) < 2:
             continue
+        claim_pre = _prefixes(stems)
+        claim_long = [(w, w[:PREFIX]) for w in stems if len(w) > PREFIX]
         cands: list[_Clause] = []
         best: _Clause | None = None
         best_key = (0.0, 0.0)
         for si in {i for st in stems for i in idx.postings.get(st, ())}:
             for cl in idx.sentences[si].clauses:
-                if not cl.stems:
+                n_cl = len(cl.stems)
+                if not n_cl:
                     continue
-                inter = _covers(cl.stems, stems)
-                key = (inter / len(stems), inter / len(cl.stems))
+                # _covers(cl.stems, stems) and _covers(stems, cl.stems), sharing the exact part
+                exact = len(stems & cl.stems)
+                inter = exact + sum(
+                    1 for w, p in claim_long if p in cl.prefixes and w not in cl.stems
+                )
+                key = (inter / len(stems), inter / n_cl)
                 if key > best_key:
                     best, best_key = cl, key
-                if len(cl.stems) >= 2 and _covers(stems, cl.stems) / len(cl.stems) >= 0.8:
+                if (
+                    n_cl >= 2
+                    and (exact + len(cl.long)) / n_cl >= 0.8
+                    and (exact + sum(1 for w, p in cl.long if p in claim_pre and w not in stems))
+                    / n_cl
+                    >= 0.8
+                ):
                     cands.append(cl)
         if best is not None and best_key[0] >= 0.5:
             cands.append(best)

@@ -18,6 +18,13 @@ a clean finish), and answer a hit on a streaming request with :func:`replay_stre
 
 A cache backend that fails (Redis down) is bypassed, never an error: lookups miss, stores are
 dropped, and ``stats["errors"]`` counts it.
+
+Per request, :func:`cache_policy` reads the client's wishes from the request headers (HTTP
+semantics): ``Cache-Control: no-cache`` (or ``max-age=0``) skips the lookup but stores the fresh
+answer; ``Cache-Control: no-store`` neither reads nor writes; ``x-keel-cache: off`` is the same
+as ``no-store`` and ``x-keel-cache: refresh`` the same as ``no-cache``. Both caches (exact and
+semantic) obey it. :func:`build_exact_cache` builds the cache from the ``[gateway.cache]`` table
+(``backend = "memory" | "redis"``).
 """
 
 from __future__ import annotations
@@ -27,10 +34,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from keel.errors import ConfigError
 from keel.gateway.provider import Body, CacheHit, CacheScope
 
 if TYPE_CHECKING:
@@ -54,6 +63,59 @@ IGNORED_FIELDS = frozenset(
 )
 # Finish reasons whose answers are complete enough to serve again.
 CACHEABLE_FINISH = frozenset({"stop", "tool_calls", "length", "function_call"})
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """What one request allows the caches to do: ``read`` (look up) and ``write`` (store)."""
+
+    read: bool = True
+    write: bool = True
+
+
+CACHE_DEFAULT = CachePolicy(True, True)
+CACHE_REFRESH = CachePolicy(False, True)  # no-cache: bypass the lookup, store the fresh answer
+CACHE_OFF = CachePolicy(False, False)  # no-store: neither read nor write
+OPT_OUT_HEADER = "x-keel-cache"
+
+
+def _header(headers: Any, name: str) -> str | None:
+    # Starlette headers and the gateway's own header dict are case-insensitive / lower-case;
+    # a plain dict from a library caller may use the canonical spelling ("Cache-Control").
+    v = headers.get(name)
+    if v is None:
+        v = headers.get(name.title())
+    return None if v is None else str(v)
+
+
+def cache_policy(headers: Any) -> CachePolicy:
+    """The cache policy of a request from its headers (``None`` → read and write).
+
+    ``Cache-Control: no-store`` → :data:`CACHE_OFF`; ``no-cache`` or ``max-age=0`` →
+    :data:`CACHE_REFRESH`; ``x-keel-cache: off`` (or ``no-store``, ``bypass``) →
+    :data:`CACHE_OFF`; ``x-keel-cache: refresh`` (or ``no-cache``) → :data:`CACHE_REFRESH`.
+    The stricter of the two headers wins.
+    """
+    if headers is None:
+        return CACHE_DEFAULT
+    policy = CACHE_DEFAULT
+    cc = _header(headers, "cache-control")
+    if cc:
+        for part in cc.lower().split(","):
+            name, _, value = part.strip().partition("=")
+            name = name.strip()
+            if name == "no-store":
+                return CACHE_OFF
+            if name == "no-cache" or (name == "max-age" and value.strip().strip('"') == "0"):
+                policy = CACHE_REFRESH
+    opt = _header(headers, OPT_OUT_HEADER)
+    if opt:
+        opt = opt.strip().lower()
+        if opt in ("off", "no-store", "bypass", "0", "false"):
+            return CACHE_OFF
+        if opt in ("refresh", "no-cache"):
+            policy = CACHE_REFRESH
+    return policy
 
 
 def _strip(value: Any) -> Any:
@@ -269,6 +331,46 @@ class ExactCache:
     async def clear(self, project_id: str) -> int:
         """Drop every entry of one tenant; returns how many."""
         return await self.backend.delete_prefix(f"{self.namespace}{_tenant_part(project_id)}:")
+
+
+CACHE_CONFIG_KEYS = frozenset(
+    {"backend", "redis_url", "namespace", "ttl_s", "max_entries", "max_bytes", "socket_timeout_s"}
+)
+
+
+def build_exact_cache(config: dict[str, Any] | None = None) -> ExactCache:
+    """An :class:`ExactCache` from the ``[gateway.cache]`` table of ``keel.toml``.
+
+    Keys: ``backend`` (``"memory"`` default, or ``"redis"`` so replicas share entries),
+    ``redis_url`` (default ``redis://127.0.0.1:6379/0``), ``namespace`` (``keel:cache:``),
+    ``ttl_s`` (3600; a route's ``cache.ttl_s`` overrides it), ``max_entries`` (10,000) and
+    ``max_bytes`` (256 MiB) for the memory backend, ``socket_timeout_s`` (0.25) for Redis.
+    """
+    cfg = dict(config or {})
+    unknown = set(cfg) - CACHE_CONFIG_KEYS
+    if unknown:
+        raise ConfigError(f"unknown key(s) in gateway.cache: {', '.join(sorted(unknown))}")
+    backend_name = cfg.get("backend", "memory")
+    backend: CacheBackend
+    if backend_name == "memory":
+        backend = MemoryCacheBackend(
+            max_entries=int(cfg.get("max_entries", 10_000)),
+            max_bytes=int(cfg.get("max_bytes", 256 * 1024 * 1024)),
+        )
+    elif backend_name == "redis":
+        backend = RedisCacheBackend(
+            str(cfg.get("redis_url", "redis://127.0.0.1:6379/0")),
+            socket_timeout_s=float(cfg.get("socket_timeout_s", 0.25)),
+        )
+    else:
+        raise ConfigError(
+            f"gateway.cache.backend must be 'memory' or 'redis', not {backend_name!r}"
+        )
+    return ExactCache(
+        backend,
+        ttl_s=float(cfg.get("ttl_s", 3600.0)),
+        namespace=str(cfg.get("namespace", "keel:cache:")),
+    )
 
 
 # --------------------------------------------------------------------------- streaming

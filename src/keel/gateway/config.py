@@ -161,6 +161,10 @@ class GatewayConfig(_Strict):
     limits: dict[str, Any] = Field(
         default_factory=dict, description="passed to keel.gateway.limits"
     )
+    cache: dict[str, Any] = Field(
+        default_factory=dict,
+        description="exact-cache backend, passed to keel.gateway.cache.build_exact_cache",
+    )
 
     @model_validator(mode="after")
     def _refs(self) -> GatewayConfig:

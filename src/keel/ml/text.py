@@ -263,6 +263,7 @@ _NUM_RE = re.compile(
     + r")\b))?",
     re.IGNORECASE,
 )
+_DIGIT_RE = re.compile(r"\d")
 _WORDNUM_RE = re.compile(
     r"\b(?P<w>"
     + "|".join(sorted(_NUM_WORDS, key=len, reverse=True))
@@ -318,7 +319,9 @@ def extract_quantities(text: str, *, words: bool = True) -> list[Quantity]:
     """
     out: list[Quantity] = []
     spans: list[tuple[int, int]] = []
-    for m in _NUM_RE.finditer(text):
+    # _NUM_RE needs a digit; most sentences have none, and scanning them with its optional
+    # currency prefix is the slow part.
+    for m in _NUM_RE.finditer(text) if _DIGIT_RE.search(text) else ():
         raw = float(m.group("num").replace(",", ""))
         val = raw * _SCALES.get((m.group("scale") or "").lower(), 1.0)
         unit_word = (m.group("unit") or "").lower()
@@ -453,13 +456,25 @@ def extract_entities(text: str, *, known: set[str] | frozenset[str] | None = Non
     the text (or listed, lower-cased, in ``known``). A short number right after a name belongs
     to it ("Nervi 2", "Python 3.8"). Month and weekday names are left to :func:`extract_dates`.
     """
-    sents = split_sentences(text) or [text]
+    return [
+        e
+        for ents in entities_by_sentence(split_sentences(text) or [text], known=known)
+        for e in ents
+    ]
+
+
+def entities_by_sentence(
+    sents: list[str], *, known: set[str] | frozenset[str] | None = None
+) -> list[list[str]]:
+    """:func:`extract_entities` of a text already split into ``sents``, one list per sentence."""
     tokenized = [_CAP_RE.findall(s) for s in sents]
     names = {t.rstrip(".'’").lower() for toks in tokenized for t in toks[1:] if t[0].isupper()}
     if known:
         names |= set(known)
-    ents: list[str] = []
+    out: list[list[str]] = []
     for toks in tokenized:
+        ents: list[str] = []
+        out.append(ents)
         cur: list[str] = []
         pending: list[str] = []
         start = 0
@@ -494,7 +509,7 @@ def extract_entities(text: str, *, known: set[str] | frozenset[str] | None = Non
                 _emit(ents, cur, start, names)
                 cur, pending = [], []
         _emit(ents, cur, start, names)
-    return ents
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

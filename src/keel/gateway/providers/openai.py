@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from multidict import CIMultiDict
 
 from keel.errors import ProviderError
 from keel.gateway.provider import Body, CallContext, provider_error
@@ -117,6 +118,8 @@ class OpenAIProvider:
         self._headers.update(headers or {})
         if api_key:
             self._headers.update(self.auth_headers(api_key))
+        # built once as aiohttp's own type, so no per-request conversion
+        self._headers = CIMultiDict(self._headers)  # type: ignore[assignment]
         self.timeouts = timeouts or Timeouts()
         self._t_once = client_timeout(self.timeouts, stream=False)
         self._t_stream = client_timeout(self.timeouts, stream=True)
