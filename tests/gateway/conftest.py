@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import uvicorn
+from _serve import serve_in_thread
 from aiohttp import web
 
 from keel.gateway.mockupstream import LOG_KEY, make_app
@@ -134,18 +134,7 @@ def keel_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Keel]
         project = store.projects.add_project("gw-test")
         _, secret = create_api_key(store, project)
         app = create_app(settings, store)
-        sock = _free_socket()
-        port = sock.getsockname()[1]
-        server = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", loop="asyncio", lifespan="on")
-        )
-        t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        t.start()
-        deadline = time.time() + 20
-        while not server.started:
-            if time.time() > deadline or not t.is_alive():
-                raise RuntimeError("keel did not start")
-            time.sleep(0.02)
+        server, t, port = serve_in_thread(app)
         servers.append((server, t))
         return Keel(f"http://127.0.0.1:{port}", secret, app, store)
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import openai
 import pytest
 import uvicorn
+from _serve import serve_in_thread
 
 from keel.server.app import create_app
 from keel.server.auth import create_api_key
@@ -63,21 +62,9 @@ def test_replicas_share_exact_cache_and_obey_cache_headers(tmp_path: Path, names
         for i in range(2):
             store = first if i == 0 else open_store(url)
             app = create_app(Settings(store={"url": url}, gateway=gw_cfg), store)
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", 0))
-            server = uvicorn.Server(
-                uvicorn.Config(app, log_level="warning", loop="asyncio", lifespan="on")
-            )
-            t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-            t.start()
-            deadline = time.time() + 20
-            while not server.started:
-                if time.time() > deadline or not t.is_alive():
-                    raise RuntimeError("keel did not start")
-                time.sleep(0.02)
+            server, t, port = serve_in_thread(app)
             servers.append((server, t))
-            urls.append(f"http://127.0.0.1:{sock.getsockname()[1]}/v1")
+            urls.append(f"http://127.0.0.1:{port}/v1")
 
         async def go() -> None:
             c1, c2 = (openai.AsyncOpenAI(base_url=u, api_key=secret, max_retries=0) for u in urls)

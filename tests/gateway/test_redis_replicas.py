@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 import openai
 import pytest
 import uvicorn
+from _serve import serve_in_thread
 
 from keel.gateway.limits import RedisLimiter, estimate_tokens
 from keel.server.app import create_app
@@ -88,21 +87,9 @@ def replicas(tmp_path: Path, prefix: str) -> Iterator[Callable[..., tuple[list[s
             store = first if i == 0 else open_store(url)
             settings = Settings(store={"url": url}, gateway=_gateway_cfg(prefix))
             app = create_app(settings, store)
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", 0))
-            server = uvicorn.Server(
-                uvicorn.Config(app, log_level="warning", loop="asyncio", lifespan="on")
-            )
-            t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-            t.start()
-            deadline = time.time() + 20
-            while not server.started:
-                if time.time() > deadline or not t.is_alive():
-                    raise RuntimeError("keel did not start")
-                time.sleep(0.02)
+            server, t, port = serve_in_thread(app)
             servers.append((server, t))
-            urls.append(f"http://127.0.0.1:{sock.getsockname()[1]}/v1")
+            urls.append(f"http://127.0.0.1:{port}/v1")
         return urls, secret, key
 
     yield start  # type: ignore[misc]

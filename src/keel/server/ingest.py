@@ -338,19 +338,7 @@ class IngestWriter:
             fut.set_result(0)
             return fut
         n = len(records)
-        with self._cond:
-            if self._thread is None or self._stopping:
-                raise UnavailableError("the ingest writer is not running", retry_after=5)
-            if self._pending + n > self.queue_max_spans and self._pending > 0:
-                self.rejected_full += n
-                raise UnavailableError(
-                    f"ingest queue is full ({self._pending} spans waiting)",
-                    retry_after=self._retry_after(),
-                    hint="retry after the Retry-After delay; the server is writing as fast as it can",
-                )
-            self._items.append(_Item(records, fut, local, cost=n))
-            self._pending += n
-            self._cond.notify()
+        self._admit(_Item(records, fut, local, cost=n))
         return fut
 
     def submit_decode(
@@ -367,6 +355,12 @@ class IngestWriter:
         """
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
         n = max(1, estimate)
+        self._admit(_Item([], fut, False, decode=decode, cost=n))
+        return fut
+
+    def _admit(self, item: _Item) -> None:
+        """Queue ``item`` unless the writer is down or the queue bound would be crossed."""
+        n = item.cost
         with self._cond:
             if self._thread is None or self._stopping:
                 raise UnavailableError("the ingest writer is not running", retry_after=5)
@@ -377,10 +371,9 @@ class IngestWriter:
                     retry_after=self._retry_after(),
                     hint="retry after the Retry-After delay; the server is writing as fast as it can",
                 )
-            self._items.append(_Item([], fut, False, decode=decode, cost=n))
+            self._items.append(item)
             self._pending += n
             self._cond.notify()
-        return fut
 
     def write(self, project_id: str | None, spans: Sequence[Span], timeout: float = 60.0) -> int:
         """Submit and wait for the commit; returns how many spans were committed."""
