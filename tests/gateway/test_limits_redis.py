@@ -151,6 +151,9 @@ def _replica(
                     else:
                         await lim.commit(r, 40, est * rng.uniform(0.5, 1.0))
 
+            # connect (and load the scripts) before the start line, so neither replica spends
+            # the whole budget while the other is still opening its pool
+            await lim.spent_usd(key.id)
             barrier.wait()
             await asyncio.gather(*(client() for _ in range(25)))
             await lim.close()

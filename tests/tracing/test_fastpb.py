@@ -9,6 +9,7 @@ and mutations of real bodies.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,13 @@ from keel.errors import InvalidInputError
 from keel.otlp import decode as D
 from keel.otlp.encode import encode_protobuf
 
-fast = pytest.importorskip("keel.otlp._fastpb", reason="compiled fast path not built")
+try:
+    from keel.otlp import _fastpb as fast  # type: ignore[attr-defined]
+except ImportError:
+    # CI builds it (`make install`); elsewhere a missing C compiler only skips these tests
+    if os.environ.get("KEEL_TEST_REQUIRE_SERVICES") == "1":
+        raise
+    pytest.skip("compiled fast path not built (tools/build_ext.py)", allow_module_level=True)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "otlp"
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,7 +8,7 @@ import pytest
 from _ingest_helpers import agent_trace
 
 from keel.errors import InvalidInputError
-from keel.otlp.decode import DecodedBatch, decode_request, estimate_spans
+from keel.otlp.decode import FAST_PATH, DecodedBatch, decode_request, estimate_spans
 from keel.otlp.encode import encode_protobuf
 from keel.server.ingest import IngestWriter
 from keel.storage import open_store
@@ -44,7 +44,9 @@ def test_a_bad_body_fails_alone_and_good_ones_commit(writer):
 def test_estimates_are_replaced_by_real_counts(writer):
     w, _ = writer
     body = encode_protobuf(agent_trace("est"))
-    assert estimate_spans(body, PB, None) == 4  # exact with the compiled fast path
+    if FAST_PATH:  # exact with the compiled fast path; a byte estimate without it
+        assert estimate_spans(body, PB, None) == 4
+    assert estimate_spans(body, PB, None) >= 1
     assert estimate_spans(body, "application/json", None) >= 1
     assert w.submit_decode(lambda: decode_request(body, PB), estimate=1000).result(10)
     assert w.pending_spans == 0  # the 1,000 estimate did not leak into the accounting

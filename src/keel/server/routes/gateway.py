@@ -216,15 +216,28 @@ async def fast_chat_completions(
     await response(scope, receive, send)
 
 
+async def prime_stream(agen: Any) -> Any:
+    """The first chunk of a gateway stream, or None if it ended at once.
+
+    Pulled before any byte is sent, so an error up to here (routing, keys, an upstream that
+    fails before answering) is raised as :class:`KeelError` and can still become an HTTP status;
+    the stream is closed first.
+    """
+    try:
+        return await agen.__anext__()
+    except StopAsyncIteration:
+        return None
+    except KeelError:
+        await agen.aclose()
+        raise
+
+
 async def _stream(gw: Any, body: dict[str, Any], auth: AuthContext, headers: Any) -> Response:
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     agen = gw.stream(body, project_id=auth.project_id, key=auth.key, headers=headers)
     try:
-        first = await agen.__anext__()
-    except StopAsyncIteration:
-        first = None
+        first = await prime_stream(agen)
     except KeelError as e:
-        await agen.aclose()
         return _error(e)
 
     def encode(c: dict[str, Any]) -> bytes | None:

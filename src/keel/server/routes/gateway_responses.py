@@ -58,11 +58,8 @@ async def _stream(
     chat["stream_options"] = {"include_usage": True}
     agen = gw.stream(chat, project_id=auth.project_id, key=auth.key, headers=request.headers)
     try:
-        first = await agen.__anext__()
-    except StopAsyncIteration:
-        first = None
+        first = await g.prime_stream(agen)
     except KeelError as e:
-        await agen.aclose()
         return _error(e)
     tr = rapi.StreamTranslator(body)
 
