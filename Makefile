@@ -42,4 +42,5 @@ bench: install
 	$(PY) bench/ingest.py
 
 clean:
-	rm -rf $(VENV) .keel .pytest_cache .mypy_cache .ruff_cache build src/keel/otlp/_fastpb.c src/keel/otlp/_fastpb.*.so
+	rm -rf $(VENV) .keel .pytest_cache .mypy_cache .ruff_cache build src/keel/otlp/_fastpb.c
+	find src/keel -name "*.so" -delete

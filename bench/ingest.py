@@ -508,7 +508,7 @@ def bench_stages(payloads: list[tuple[bytes, int]], repeat: int = 3) -> dict[str
     from keel.server.ingest import _load_pricer, understand
     from keel.storage import open_store
     from keel.storage.spans import SpanRecord
-    from keel.storage.sql.spans import _row
+    from keel.storage.sql.rows import span_row as _row
 
     tune_gc()
     bodies = [b.replace(MARK, struct.pack(">II", 98, i)) for i, (b, _) in enumerate(payloads)]

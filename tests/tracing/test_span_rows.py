@@ -18,7 +18,9 @@ from keel.core.spans import LlmCall, Span, SpanKind, SpanStatus
 from keel.otlp.decode import decode_request
 from keel.server.ingest import _load_pricer, understand
 from keel.storage.spans import SpanRecord
-from keel.storage.sql.spans import _blob, _row, _t
+from keel.storage.sql.rows import blob as _blob
+from keel.storage.sql.rows import span_row as _row
+from keel.storage.sql.rows import text as _t
 
 FIXTURES = sorted((Path(__file__).resolve().parent.parent / "fixtures" / "otlp").glob("*/*.pb"))
 

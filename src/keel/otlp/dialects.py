@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from keel._accel import use_compiled
 from keel.core import semconv
 from keel.core.spans import (
     Document,
@@ -1409,3 +1410,6 @@ def _langfuse_messages(raw: Any, role: str) -> list[Message]:
         text = _content_text(data.get("content", data.get("text")))
         return [Message(role=role, content=text)] if text else []
     return _genai_messages(data)
+
+
+use_compiled(globals(), ("to_llm_call",))

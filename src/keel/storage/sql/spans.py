@@ -23,11 +23,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from keel.core.spans import Span, SpanEvent, SpanKind, SpanStatus, Trace, construct_trusted
+from keel.core.spans import Span, Trace
 from keel.errors import InvalidInputError, NotFoundError
 from keel.storage.spans import (
     IndexRow,
@@ -46,6 +45,7 @@ from keel.storage.spans import (
     summary_from_row,
 )
 from keel.storage.sql.engine import Database, metadata
+from keel.storage.sql.rows import batch_index, span_from_row, span_row, text
 
 COMPONENT = "spans"
 
@@ -127,173 +127,7 @@ _INDEX_COLS = (
     " output_tokens, cost_usd, request_model, response_model, provider, route, prompt_name,"
     " prompt_version, is_llm, operation"
 )
-_KINDS = {k.value: k for k in SpanKind}
-_STATUSES = {s.value: s for s in SpanStatus}
-_dumps = orjson.dumps
-_loads = orjson.loads
 _IN_CHUNK = 400
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, bytes):
-        return o.hex()
-    if hasattr(o, "model_dump"):
-        return o.model_dump(mode="json")
-    return str(o)
-
-
-def _blob(value: Any) -> bytes:
-    try:
-        return _dumps(value, default=_json_default)
-    except TypeError:  # ints beyond 64 bits and similar oddities from in-process callers
-        return _dumps(_sanitize(value), default=_json_default)
-
-
-def _sanitize(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _sanitize(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_sanitize(x) for x in v]
-    if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**64:
-        return str(v)
-    return v
-
-
-def _t(v: Any) -> Any:
-    """Text for a TEXT column: Postgres refuses NUL characters, so they are dropped everywhere."""
-    if isinstance(v, str) and "\x00" in v:
-        return v.replace("\x00", "")
-    return v
-
-
-# kind/status as stored: the enum members (StrEnum, so their text hashes alike) → their value
-_KIND_TEXT = {k: k.value for k in SpanKind}
-_STATUS_TEXT = {st: st.value for st in SpanStatus}
-_NO_LLM: tuple[Any, ...] = (0, None, None, None, None, None, None, None, None, None, None, None)
-
-
-def _row(rec: SpanRecord, resources: dict[int, tuple[Any, bytes]] | None = None) -> tuple[Any, ...]:
-    """The ``spans`` row of a record. ``resources`` memoizes the resource blob per resource
-    object: every span of one OTLP ResourceSpans shares one dict, encoded once per batch."""
-    s = rec.span
-    llm = rec.llm
-    res = s.resource
-    if not res:
-        res_blob = b"{}"
-        svc = None
-    else:
-        if resources is None:
-            res_blob = _blob(res)
-        else:
-            hit = resources.get(id(res))
-            if hit is None or hit[0] is not res:
-                # keep the object alive with its blob so its id cannot be reused within the batch
-                hit = resources[id(res)] = (res, _blob(res))
-            res_blob = hit[1]
-        svc = res.get("service.name")
-        svc = _t(svc) if isinstance(svc, str) else None
-    ev = s.events
-    events = (
-        _blob([{"name": e.name, "time_ns": e.time_ns, "attributes": e.attributes} for e in ev])
-        if ev
-        else b"[]"
-    )
-    if llm is None:
-        llm_part = _NO_LLM
-    else:
-        d = llm.__dict__  # plain reads of the model's fields (hot path)
-        llm_part = (
-            1,
-            _t(d["operation"]),
-            _t(d["provider"]),
-            _t(d["request_model"]),
-            _t(d["response_model"]),
-            d["input_tokens"],
-            d["output_tokens"],
-            d["cost_usd"],
-            _t(d["cost_source"]),
-            _t(d["route"]),
-            _t(d["prompt_name"]),
-            d["prompt_version"],
-        )
-    kind = _KIND_TEXT.get(s.kind)
-    if kind is None:
-        kind = str(s.kind.value if isinstance(s.kind, SpanKind) else s.kind)
-    status = _STATUS_TEXT.get(s.status)
-    if status is None:
-        status = str(s.status.value if isinstance(s.status, SpanStatus) else s.status)
-    return (
-        s.project_id,
-        s.trace_id,
-        s.span_id,
-        s.parent_span_id,
-        _t(s.name),
-        kind,
-        status,
-        s.start_time_ns,
-        s.end_time_ns,
-        svc,
-        *llm_part,
-        _t(s.scope),
-        _t(s.status_message),
-        _blob(s.attributes),
-        events,
-        res_blob,
-    )
-
-
-def _span_from_row(r: Any) -> Span:
-    return construct_trusted(
-        Span,
-        dict(
-            trace_id=r.trace_id,
-            span_id=r.span_id,
-            parent_span_id=r.parent_span_id,
-            name=r.name,
-            kind=_KINDS.get(r.kind, SpanKind.UNSPECIFIED),
-            start_time_ns=int(r.start_ns),
-            end_time_ns=int(r.end_ns),
-            status=_STATUSES.get(r.status, SpanStatus.UNSET),
-            status_message=r.status_message,
-            attributes=_loads(r.attributes),
-            events=[construct_trusted(SpanEvent, e) for e in _loads(r.events)],
-            resource=_loads(r.resource),
-            scope=r.scope,
-            project_id=r.project_id,
-        ),
-    )
-
-
-def _batch_index(rows: list[tuple[Any, ...]]) -> dict[tuple[str, str], dict[str, IndexRow]]:
-    """The index rows of a batch's span rows, per (project, trace); the first copy of a span
-    wins, as in the insert."""
-    batch: dict[tuple[str, str], dict[str, IndexRow]] = {}
-    for r in rows:
-        spans = batch.get((r[0], r[1]))
-        if spans is None:
-            spans = batch[(r[0], r[1])] = {}
-        if r[2] not in spans:
-            spans[r[2]] = IndexRow(
-                r[2],
-                r[3],
-                r[4],
-                r[7],
-                r[8],
-                r[6],
-                r[9],
-                r[15],
-                r[16],
-                r[17],
-                r[13],
-                r[14],
-                r[12],
-                r[19],
-                r[20],
-                r[21],
-                bool(r[10]),
-                r[11],
-            )
-    return batch
 
 
 def _summary_tuple(summary: dict[str, Any]) -> tuple[Any, ...]:
@@ -328,10 +162,10 @@ class SqlSpanStore:
         if not records:
             return 0
         resources: dict[int, tuple[Any, bytes]] = {}
-        rows = [_row(r, resources) for r in records]
+        rows = [span_row(r, resources) for r in records]
         # Summaries assuming every trace is new, computed before taking the write lock (other
         # processes may be writing): inside it only traces already stored are recomputed.
-        batch = _batch_index(rows)
+        batch = batch_index(rows)
         fresh = {
             key: _summary_tuple(summarize(key[0], key[1], list(spans.values())))
             for key, spans in batch.items()
@@ -410,9 +244,7 @@ class SqlSpanStore:
             ).all()
         if not rows:
             raise NotFoundError(f"trace {trace_id!r} not found")
-        spans = sorted(
-            (_span_from_row(r) for r in rows), key=lambda x: (x.start_time_ns, x.span_id)
-        )
+        spans = sorted((span_from_row(r) for r in rows), key=lambda x: (x.start_time_ns, x.span_id))
         return Trace(trace_id=trace_id, spans=spans)
 
     def get_trace_summary(self, project_id: str, trace_id: str) -> TraceSummary:
@@ -446,7 +278,7 @@ class SqlSpanStore:
 
         def add(clause: str, *values: Any) -> None:
             where.append(clause)
-            params.extend(_t(v) for v in values)
+            params.extend(text(v) for v in values)
 
         if f.start_from_ns is not None:
             add(f"start_ns >= {ph}", f.start_from_ns)
@@ -501,7 +333,7 @@ class SqlSpanStore:
                 f" AND span_id = {ph}",
                 (project_id, trace_id, span_id),
             ).first()
-        return _span_from_row(row) if row is not None else None
+        return span_from_row(row) if row is not None else None
 
     def list_spans(
         self,
@@ -514,7 +346,7 @@ class SqlSpanStore:
         if not 1 <= limit <= 1000:
             raise InvalidInputError("limit must be between 1 and 1000")
         f = filters or SpanFilter()
-        f = SpanFilter(**{k: _t(v) for k, v in vars(f).items()})
+        f = SpanFilter(**{k: text(v) for k, v in vars(f).items()})
         ph, instr = self._ph, self._instr
         where = [f"project_id = {ph}"]
         params: list[Any] = [project_id]
@@ -558,7 +390,7 @@ class SqlSpanStore:
         if len(rows) > limit:
             rows = rows[:limit]
             nxt = encode_cursor("spans", True, int(rows[-1].start_ns), rows[-1].span_id)
-        return SpanPage(items=[_span_from_row(r) for r in rows], next_cursor=nxt)
+        return SpanPage(items=[span_from_row(r) for r in rows], next_cursor=nxt)
 
     def count_spans(self, project_id: str | None = None) -> int:
         with self._db.read() as conn:
