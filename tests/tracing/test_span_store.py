@@ -258,3 +258,25 @@ def test_many_spans_in_one_batch(store):
     page = store.spans.list_traces("default", limit=500)
     assert len(page.items) == 200 and all(t.span_count == 10 for t in page.items)
     assert store.spans.get_trace_summary("default", hexid("bulk3", 16)).root_name == "s30"
+
+
+@pytest.mark.parametrize("n", [63, 64, 65, 129, 300])
+def test_batches_across_statement_chunks_count_only_new_spans(store, n):
+    """SQLite inserts 64 rows per statement: counts, duplicates and summaries across chunks."""
+    spans = [
+        llm_span(
+            f"chunk{i // 7}", f"c{i}", start_ms=i, parent=None if i % 7 == 0 else f"c{i - i % 7}"
+        )
+        for i in range(n)
+    ]
+    half = spans[: n // 2]
+    assert add(store, half) == len(half)
+    # the stored half again, a duplicate inside the batch, and the new half
+    assert add(store, spans + spans[-3:]) == n - len(half)
+    assert store.spans.count_spans("default") == n
+    traces = {s.trace_id for s in spans}
+    page = store.spans.list_traces("default", limit=500)
+    assert {t.trace_id for t in page.items} == traces
+    assert sum(t.span_count for t in page.items) == n
+    last = store.spans.get_trace_summary("default", spans[-1].trace_id)
+    assert last.span_count == (n - 1) % 7 + 1

@@ -114,6 +114,14 @@ def serve(
         # writers on its file lock); in-memory gateway limits and budgets are per process, so
         # shared limits need the Redis backend (docs/gateway-cache-and-limits.md).
         store.close()
+        # uvicorn restarts a worker that dies at start-up, forever and quietly: import the
+        # app's modules here first, so a broken install fails once, with its traceback
+        import importlib
+
+        from keel.server.app import ROUTER_MODULES
+
+        for module in ROUTER_MODULES:
+            importlib.import_module(module)
         os.environ[SETTINGS_ENV] = settings.model_dump_json()
         uvicorn.run(
             "keel.cli.serve:app_from_env",

@@ -21,6 +21,7 @@ trace before recomputing its summary, so two writers never leave a stale summary
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain, islice
 from typing import Any
 
 import sqlalchemy as sa
@@ -128,6 +129,9 @@ _INDEX_COLS = (
     " prompt_version, is_llm, operation"
 )
 _IN_CHUNK = 400
+_chain = chain.from_iterable
+_islice = islice
+_MULTI_ROWS = 64  # rows per multi-row INSERT on SQLite (64 x 27 columns = 1,728 parameters)
 
 
 def _summary_tuple(summary: dict[str, Any]) -> tuple[Any, ...]:
@@ -155,6 +159,34 @@ class SqlSpanStore:
             f"ON CONFLICT (project_id, trace_id) DO UPDATE SET {updates}"
         )
         self._instr = "strpos" if self._pg else "instr"
+        self._multi_sql: dict[tuple[str, int], str] = {}
+
+    def _many(self, conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> int:
+        """``executemany(sql, rows)``; returns the rows changed.
+
+        On SQLite, rows go :data:`_MULTI_ROWS` at a time as one multi-row ``VALUES`` statement.
+        ``sqlite3`` releases the GIL around every statement step, and with ``executemany``
+        that is once per row: the server's event loop thread took the GIL at each one, so
+        the writer waited for it while holding the database's write lock (which the other
+        ``--workers`` process was queued on). One step per chunk keeps the lock's hold short.
+        """
+        if self._pg or len(rows) < 2:
+            return max(conn.exec_driver_sql(sql, rows).rowcount, 0)
+        n = 0
+        width = len(rows[0])
+        flat = _chain(rows)
+        for i in range(0, len(rows), _MULTI_ROWS):
+            k = min(_MULTI_ROWS, len(rows) - i)
+            stmt = self._multi_sql.get((sql, k))
+            if stmt is None:
+                head, _, tail = sql.partition(" VALUES ")
+                one, _, rest = tail.partition(")")
+                stmt = self._multi_sql[(sql, k)] = (
+                    f"{head} VALUES {', '.join([one + ')'] * k)}{rest}"
+                )
+            cur = conn.exec_driver_sql(stmt, tuple(_islice(flat, k * width)))
+            n += max(cur.rowcount, 0)
+        return n
 
     # ------------------------------------------------------------------ writes
 
@@ -171,8 +203,7 @@ class SqlSpanStore:
             for key, spans in batch.items()
         }
         with self._db.write() as conn:
-            cur = conn.exec_driver_sql(self._insert_spans, rows)
-            inserted = max(cur.rowcount, 0)
+            inserted = self._many(conn, self._insert_spans, rows)
             self._refresh_summaries(conn, batch, fresh)
         return inserted
 
@@ -230,7 +261,7 @@ class SqlSpanStore:
                     else:
                         out.append(_summary_tuple(summarize(project_id, tid, idx)))
         if out:
-            conn.exec_driver_sql(self._upsert_traces, out)
+            self._many(conn, self._upsert_traces, out)
 
     # ------------------------------------------------------------------ reads
 
