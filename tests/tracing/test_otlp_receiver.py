@@ -303,9 +303,9 @@ def test_saturated_writer_answers_503_with_retry_after(app_env):
     gate = threading.Event()
     original = store.spans.add_spans
 
-    def slow_add(records):
+    def slow_add(records, **kw):
         gate.wait(10)
-        return original(records)
+        return original(records, **kw)
 
     store.spans.add_spans = slow_add
     writer.queue_max_spans = 8
@@ -337,7 +337,7 @@ def test_store_down_is_503_not_500(app_env):
     c, h, _, store = app_env
     from keel.errors import StoreError
 
-    def broken(records):
+    def broken(records, **kw):
         raise StoreError("the store is unavailable: disk I/O error")
 
     store.spans.add_spans = broken

@@ -356,13 +356,13 @@ def test_a_poison_request_fails_alone_in_a_group_commit():
     blocked = threading.Event()
     release = threading.Event()
 
-    def add(records):
+    def add(records, **kw):
         if any(r.span.name == "poison" for r in records):
             raise ConflictError("bad row")
         if any(r.span.name == "first" for r in records):
             blocked.set()
             release.wait(5)
-        return original(records)
+        return original(records, **kw)
 
     store.spans.add_spans = add
     writer = IngestWriter(store, pricer=None)

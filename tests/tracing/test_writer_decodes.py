@@ -72,3 +72,80 @@ def test_wal_is_checkpointed_in_the_background(tmp_path):
     finally:
         w.stop()
         store.close()
+
+
+def test_writer_prepares_queued_bodies_while_another_process_holds_the_lock(tmp_path):
+    """With ``--workers N`` on one SQLite file, a writer blocked on the write lock decodes the
+    bodies queued behind its batch instead of sleeping, and commits them next."""
+    import fcntl
+    import os
+    import threading
+
+    db = tmp_path / "lock.db"
+    store = open_store(f"sqlite:///{db}")
+    w = IngestWriter(store, batch_max_spans=8)
+    w.start()
+    other = os.open(f"{db}-keel-write.lock", os.O_RDWR | os.O_CREAT)
+    decoded: list[int] = []
+    all_decoded = threading.Event()
+
+    def body(i: int):
+        raw = encode_protobuf(agent_trace(f"held{i}"))
+
+        def decode() -> DecodedBatch:
+            out = decode_request(raw, PB)
+            decoded.append(i)
+            if len(decoded) == 3:
+                all_decoded.set()
+            return out
+
+        return decode
+
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)  # "the other worker process" is writing
+        # body 0 fills a batch on its own (estimate 8 of 8); 1 and 2 queue behind it
+        futs = [w.submit_decode(body(0), estimate=8)]
+        futs += [w.submit_decode(body(i), estimate=4) for i in (1, 2)]
+        assert all_decoded.wait(10), decoded  # bodies 1 and 2 decoded while the lock was held
+        assert not any(f.done() for f in futs)
+        assert store.spans.count_spans() == 0
+        fcntl.flock(other, fcntl.LOCK_UN)
+        for f in futs:
+            assert len(f.result(10).spans) == 4
+        assert store.spans.count_spans() == 12
+        assert w.batches == 2  # body 0 alone, then the two prepared while waiting
+        assert w.pending_spans == 0
+    finally:
+        os.close(other)
+        w.stop()
+        store.close()
+
+
+def test_prepared_bodies_fail_loudly_if_the_writer_stops(tmp_path):
+    import fcntl
+    import os
+
+    from keel.errors import UnavailableError
+
+    db = tmp_path / "stop.db"
+    store = open_store(f"sqlite:///{db}")
+    w = IngestWriter(store)
+    w.start()
+    other = os.open(f"{db}-keel-write.lock", os.O_RDWR | os.O_CREAT)
+    raw = encode_protobuf(agent_trace("stopping"))
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        first = w.submit_decode(lambda: decode_request(raw, PB), estimate=5000)
+        second = w.submit_decode(lambda: decode_request(raw, PB), estimate=4)
+        deadline = time.monotonic() + 10
+        while not w._ready and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert w._ready  # prepared, waiting for the lock
+        w.stop(timeout=0.5)  # the writer is stuck on the lock: stop gives up on it
+        with pytest.raises(UnavailableError):
+            second.result(1)
+        fcntl.flock(other, fcntl.LOCK_UN)
+        first.result(10)  # the batch in flight still commits once the lock is free
+    finally:
+        os.close(other)
+        store.close()

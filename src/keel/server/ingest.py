@@ -260,6 +260,7 @@ class IngestWriter:
         self.events = events
         self.pricer = _load_pricer() if pricer == "auto" else pricer
         self._items: deque[_Item] = deque()
+        self._ready: list[_Item] = []  # decoded on the writer thread, not yet committed
         self._pending = 0
         self._cond = threading.Condition()
         self._stopping = False
@@ -293,8 +294,10 @@ class IngestWriter:
             self._thread.join(timeout)
             self._thread = None
         with self._cond:  # anything left (writer died or timed out) fails loudly
-            while self._items:
-                item = self._items.popleft()
+            left = [*self._ready, *self._items]
+            self._ready = []
+            self._items.clear()
+            for item in left:
                 if not item.future.done():
                     item.future.set_exception(UnavailableError("the ingest writer stopped"))
             self._pending = 0
@@ -389,12 +392,14 @@ class IngestWriter:
         self._started = time.monotonic()
         while True:
             with self._cond:
-                while not self._items and not self._stopping:
+                while not self._items and not self._ready and not self._stopping:
                     self._cond.wait()
-                if not self._items and self._stopping:
+                if not self._items and not self._ready and self._stopping:
                     return
-                batch: list[_Item] = []
-                size = 0
+                # items prepared while the last commit waited for the write lock go first
+                batch: list[_Item] = self._ready
+                self._ready = []
+                size = sum(it.cost for it in batch)
                 while self._items and (
                     not batch or size + self._items[0].cost <= self.batch_max_spans
                 ):
@@ -404,6 +409,24 @@ class IngestWriter:
             batch = self._decode(batch)
             if batch:
                 self._commit(batch, sum(it.cost for it in batch))
+
+    def _prepare_next(self) -> bool:
+        """Decode and understand one queued body for the *next* commit; False when there is
+        nothing to do (or the next batch is full).
+
+        The store calls this while another process holds the database's write lock
+        (``keel serve --workers N`` on one SQLite file): the writer prepares instead of
+        sleeping, so its core stays busy while the other process writes.
+        """
+        with self._cond:
+            if not self._items:
+                return False
+            ready = sum(it.cost for it in self._ready)
+            if self._ready and ready + self._items[0].cost > self.batch_max_spans:
+                return False
+            item = self._items.popleft()
+        self._ready.extend(self._decode([item]))
+        return True
 
     def _decode(self, batch: list[_Item]) -> list[_Item]:
         """Decode and understand the raw bodies of ``batch``; a body that fails fails alone."""
@@ -430,7 +453,7 @@ class IngestWriter:
     def _commit(self, batch: list[_Item], size: int) -> None:
         records = batch[0].records if len(batch) == 1 else [r for it in batch for r in it.records]
         try:
-            new = self.store.spans.add_spans(records)
+            new = self.store.spans.add_spans(records, while_waiting=self._prepare_next)
         except Exception as e:
             if len(batch) > 1 and not isinstance(e, StoreError):
                 # Not an outage: one request's spans may be poison. Commit items alone so

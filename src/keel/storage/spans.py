@@ -15,7 +15,7 @@ too, so agent or chain spans that repeat their children's totals are not counted
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -112,8 +112,15 @@ class SpanFilter:
 class SpanStore(Protocol):
     """Spans and per-trace summaries."""
 
-    def add_spans(self, records: Sequence[SpanRecord]) -> int:
-        """Store spans (any projects, any traces) in one transaction; return how many were new."""
+    def add_spans(
+        self, records: Sequence[SpanRecord], *, while_waiting: Callable[[], bool] | None = None
+    ) -> int:
+        """Store spans (any projects, any traces) in one transaction; return how many were new.
+
+        ``while_waiting``, if given, is called (on the calling thread) while another process
+        holds the store's write lock, until it returns False: the ingest writer prepares its
+        next batch there instead of sleeping. Stores without such a lock never call it.
+        """
         ...
 
     def get_trace(self, project_id: str, trace_id: str) -> Trace:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from keel.core.spans import Span, Trace
@@ -37,7 +37,9 @@ class MemorySpanStore:
         self._traces: dict[tuple[str, str], dict[str, tuple[Span, IndexRow]]] = {}
         self._summaries: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def add_spans(self, records: Sequence[SpanRecord]) -> int:
+    def add_spans(
+        self, records: Sequence[SpanRecord], *, while_waiting: Callable[[], bool] | None = None
+    ) -> int:
         new = 0
         with self._lock:
             touched: set[tuple[str, str]] = set()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -91,6 +91,11 @@ class _FileLock:
         self._broken = False
 
     def __enter__(self) -> None:
+        self.acquire(None)
+
+    def acquire(self, while_waiting: Callable[[], bool] | None) -> None:
+        """Take the lock; while another process holds it, call ``while_waiting`` until it
+        returns False (then block)."""
         if self._broken:
             return
         import fcntl
@@ -100,7 +105,15 @@ class _FileLock:
             try:
                 if self._fd is None:
                     self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-                fcntl.flock(self._fd, fcntl.LOCK_EX)  # releases the GIL while it waits
+                while while_waiting is not None:
+                    try:
+                        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if not while_waiting():
+                            while_waiting = None
+                else:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX)  # releases the GIL while it waits
             except OSError:
                 _log.warning("write lock file %s unavailable; using SQLite's", self._path)
                 self._broken = True
@@ -108,6 +121,9 @@ class _FileLock:
         self._depth += 1
 
     def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
         if self._broken or self._depth == 0:
             return
         self._depth -= 1
@@ -176,17 +192,26 @@ class Database:
                 conn.exec_driver_sql("BEGIN")
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[Connection]:
-        """A write transaction; commits on success, rolls back on error."""
+    def write(self, *, while_waiting: Callable[[], bool] | None = None) -> Iterator[Connection]:
+        """A write transaction; commits on success, rolls back on error.
+
+        ``while_waiting``: see :meth:`keel.storage.spans.SpanStore.add_spans` (SQLite files
+        shared by several processes only)."""
         lock = self._write_lock or contextlib.nullcontext()
-        flock = self._file_lock or contextlib.nullcontext()
-        with lock, flock, translate_errors():
-            conn = self.engine.connect().execution_options(keel_write=True)
+        flock = self._file_lock
+        with lock, translate_errors():
+            if flock is not None:
+                flock.acquire(while_waiting)
             try:
-                with conn.begin():
-                    yield conn
+                conn = self.engine.connect().execution_options(keel_write=True)
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    conn.close()
             finally:
-                conn.close()
+                if flock is not None:
+                    flock.release()
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:

@@ -20,7 +20,7 @@ trace before recomputing its summary, so two writers never leave a stale summary
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import chain, islice
 from typing import Any
 
@@ -190,7 +190,9 @@ class SqlSpanStore:
 
     # ------------------------------------------------------------------ writes
 
-    def add_spans(self, records: Sequence[SpanRecord]) -> int:
+    def add_spans(
+        self, records: Sequence[SpanRecord], *, while_waiting: Callable[[], bool] | None = None
+    ) -> int:
         if not records:
             return 0
         resources: dict[int, tuple[Any, bytes]] = {}
@@ -202,7 +204,7 @@ class SqlSpanStore:
             key: _summary_tuple(summarize(key[0], key[1], list(spans.values())))
             for key, spans in batch.items()
         }
-        with self._db.write() as conn:
+        with self._db.write(while_waiting=while_waiting) as conn:
             inserted = self._many(conn, self._insert_spans, rows)
             self._refresh_summaries(conn, batch, fresh)
         return inserted
