@@ -107,16 +107,43 @@ class Authenticator:
         self._default = _Cached(AuthContext(p, None, open_mode=True), now + self.ttl_s)
         return p
 
-    def authenticate(self, authorization: str | None, x_api_key: str | None = None) -> AuthContext:
-        """Check the header; raise :class:`AuthenticationError` when it does not hold."""
-        secret = None
+    @staticmethod
+    def _secret(authorization: str | None, x_api_key: str | None) -> str | None:
         if authorization:
             scheme, _, value = authorization.partition(" ")
             if scheme.lower() != "bearer" or not value.strip():
                 raise AuthenticationError("Authorization header must be 'Bearer <key>'")
-            secret = value.strip()
-        elif x_api_key:
-            secret = x_api_key.strip()
+            return value.strip()
+        if x_api_key:
+            return x_api_key.strip()
+        return None
+
+    def cached(self, authorization: str | None, x_api_key: str | None = None) -> AuthContext | None:
+        """:meth:`authenticate` answered from memory alone, or None when that needs the store.
+
+        Never blocks on I/O, so async handlers call it on the event loop and go to a thread
+        only on a miss (a new key, an expired entry, dev mode's periodic key count)."""
+        secret = self._secret(authorization, x_api_key)
+        now = time.monotonic()
+        if secret is None:
+            if not self.allow_open or now >= self._open_until:
+                return None  # let authenticate() decide (it may need the store)
+            if not self._open:
+                return None
+            d = self._default
+            if d is None or d.expires <= now or d.ctx is None:
+                return None
+            return AuthContext(d.ctx.project, None, open_mode=True)
+        cached = self._cache.get(secret)
+        if cached is None or cached.expires <= now:
+            return None
+        if cached.ctx is None:
+            raise AuthenticationError("invalid API key")
+        return cached.ctx
+
+    def authenticate(self, authorization: str | None, x_api_key: str | None = None) -> AuthContext:
+        """Check the header; raise :class:`AuthenticationError` when it does not hold."""
+        secret = self._secret(authorization, x_api_key)
         if secret is None:
             if self.open_mode():
                 return AuthContext(self.default_project(), None, open_mode=True)
