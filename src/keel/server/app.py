@@ -48,17 +48,17 @@ class _KeelApp(FastAPI):
     """
 
     keel_fast_chat: Any = None
+    keel_fast_otlp: Any = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        fast = self.keel_fast_chat
-        if (
-            fast is not None
-            and scope["type"] == "http"
-            and scope["path"] == "/v1/chat/completions"
-            and scope["method"] == "POST"
-        ):
-            await fast(scope, receive, send)
-            return
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            if path == "/v1/chat/completions" and self.keel_fast_chat is not None:
+                await self.keel_fast_chat(scope, receive, send)
+                return
+            if path == "/v1/traces" and self.keel_fast_otlp is not None:
+                await self.keel_fast_otlp(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
 
 
@@ -67,6 +67,15 @@ def _fast_chat(ctx: AppContext, max_bytes: int) -> Any:
 
     async def handle(scope: Any, receive: Any, send: Any) -> None:
         await fast_chat_completions(ctx, scope, receive, send, max_bytes)
+
+    return handle
+
+
+def _fast_otlp(ctx: AppContext) -> Any:
+    from keel.server.routes.otlp import fast_export
+
+    async def handle(scope: Any, receive: Any, send: Any) -> None:
+        await fast_export(ctx, scope, receive, send)
 
     return handle
 
@@ -112,6 +121,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     )
     app.state.keel = ctx
     app.keel_fast_chat = _fast_chat(ctx, settings.server.max_body_bytes)
+    app.keel_fast_otlp = _fast_otlp(ctx)
     install_error_handlers(app)
     for mod in modules:
         app.include_router(mod.router)
