@@ -15,8 +15,9 @@ Guarantees:
   its spans committed (SQLite WAL: survives ``kill -9``). The OTLP route answers 200 only then.
 * **Group commit.** The writer thread drains whatever is queued (up to
   ``tracing.batch_max_spans``) into one transaction, so many small requests share one commit.
-* **Bounded, never silent.** At most ``tracing.queue_max_spans`` spans wait in memory; beyond
-  that :meth:`IngestWriter.submit` raises :class:`UnavailableError` (503 + ``Retry-After``)
+* **Bounded, never silent.** At most ``tracing.queue_max_spans`` spans wait in memory, of
+  which at most :data:`LOCAL_MAX_SPANS` built in process; beyond that
+  :meth:`IngestWriter.submit` raises :class:`UnavailableError` (503 + ``Retry-After``)
   instead of queueing or dropping. A failed commit fails every future in its batch.
 * **Idempotent.** Stores ignore a span already stored (same project, trace and span id), so
   clients may re-send after an ambiguous failure.
@@ -51,6 +52,13 @@ from keel.storage.base import Store
 from keel.storage.spans import SpanRecord
 
 log = logging.getLogger("keel.ingest")
+
+# In-process spans (the gateway's) wait as built Span + LlmCall records, ~8 KiB of Python heap
+# each (tracemalloc, one small chat request), where OTLP bodies wait as compact bytes. Their own,
+# smaller bound (~160 MiB) keeps a writer that falls behind (a large SQLite file, a slow disk)
+# from holding up to queue_max_spans of them (~1.6 GB at 200,000). Past it, enqueue() waits
+# (``wait_s``) or raises UnavailableError; the gateway's sink waits on its worker thread.
+LOCAL_MAX_SPANS = 20_000
 
 
 def _load_pricer() -> Callable[[LlmCall], LlmCall] | None:
@@ -115,7 +123,12 @@ class TraceEvents:
         self.idle_s = idle_s
         self._clock = clock
         self._max_tracked = max_tracked
-        self._inbox: queue.Queue[list[tuple[str, str, bool]] | None] = queue.Queue(max_pending)
+        # Bounded in spans, not in batches: one committed batch can hold thousands of spans,
+        # and a dispatcher starved of the GIL must not let them pile up without limit.
+        self._max_pending = max_pending
+        self._inbox: queue.Queue[list[tuple[str, str, bool]] | None] = queue.Queue()
+        self._inbox_spans = 0
+        self._inbox_lock = threading.Lock()
         self._subs: list[tuple[Subscriber, asyncio.AbstractEventLoop | None]] = []
         self._subs_lock = threading.Lock()
         self._open: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
@@ -157,13 +170,21 @@ class TraceEvents:
             self._thread.join(timeout)
             self._thread = None
 
+    @property
+    def pending_spans(self) -> int:
+        """Spans noted but not yet looked at by the dispatcher (at most ``max_pending``)."""
+        return self._inbox_spans
+
     def observe(self, records: Sequence[SpanRecord]) -> None:
-        """Note committed spans (called by the writer; never blocks)."""
+        """Note committed spans (called by the writer; never blocks; drops past the bound)."""
+        n = len(records)
+        with self._inbox_lock:
+            if self._inbox_spans + n > self._max_pending:
+                self.dropped += n
+                return
+            self._inbox_spans += n
         items = [(r.span.project_id, r.span.trace_id, not r.span.parent_span_id) for r in records]
-        try:
-            self._inbox.put_nowait(items)
-        except queue.Full:
-            self.dropped += len(items)
+        self._inbox.put_nowait(items)
 
     def _run(self) -> None:
         tick = min(1.0, self.idle_s / 4)
@@ -174,6 +195,9 @@ class TraceEvents:
                 items = []
             if items is None:
                 return
+            if items:
+                with self._inbox_lock:
+                    self._inbox_spans -= len(items)
             now = self._clock()
             for project_id, trace_id, is_root in items:
                 key = (project_id, trace_id)
@@ -230,6 +254,10 @@ _BACKGROUND: set[asyncio.Future[Any]] = set()
 # ----------------------------------------------------------------------------- writer
 
 
+def _local_cost(batch: list[_Item]) -> int:
+    return sum(it.cost for it in batch if it.local and it.decode is None)
+
+
 @dataclass
 class _Item:
     records: list[SpanRecord]
@@ -251,17 +279,20 @@ class IngestWriter:
         *,
         queue_max_spans: int = 200_000,
         batch_max_spans: int = 5_000,
+        local_max_spans: int = LOCAL_MAX_SPANS,
         events: TraceEvents | None = None,
         pricer: Callable[[LlmCall], LlmCall] | Literal["auto"] | None = "auto",
     ) -> None:
         self.store = store
         self.queue_max_spans = queue_max_spans
+        self.local_max_spans = min(local_max_spans, queue_max_spans)
         self.batch_max_spans = batch_max_spans
         self.events = events
         self.pricer = _load_pricer() if pricer == "auto" else pricer
         self._items: deque[_Item] = deque()
         self._ready: list[_Item] = []  # decoded on the writer thread, not yet committed
         self._pending = 0
+        self._local_pending = 0  # of which in-process spans (already built Span objects)
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -301,6 +332,7 @@ class IngestWriter:
                 if not item.future.done():
                     item.future.set_exception(UnavailableError("the ingest writer stopped"))
             self._pending = 0
+            self._local_pending = 0
 
     @property
     def pending_spans(self) -> int:
@@ -330,18 +362,21 @@ class IngestWriter:
         return self.enqueue(self.prepare(project_id, spans))
 
     def enqueue(
-        self, records: list[SpanRecord], *, local: bool = True
+        self, records: list[SpanRecord], *, local: bool = True, wait_s: float = 0.0
     ) -> concurrent.futures.Future[int]:
         """Queue already-prepared records (see :meth:`prepare`).
 
         ``local=False`` marks spans that arrived over OTLP (forwarded as received, not again).
+        In-process spans count toward ``local_max_spans``; past it, wait up to ``wait_s``
+        seconds for room (a blocking caller off the event loop, such as the gateway's span
+        sink), then raise :class:`UnavailableError`.
         """
         fut: concurrent.futures.Future[int] = concurrent.futures.Future()
         if not records:
             fut.set_result(0)
             return fut
         n = len(records)
-        self._admit(_Item(records, fut, local, cost=n))
+        self._admit(_Item(records, fut, local, cost=n), wait_s)
         return fut
 
     def submit_decode(
@@ -361,10 +396,23 @@ class IngestWriter:
         self._admit(_Item([], fut, False, decode=decode, cost=n))
         return fut
 
-    def _admit(self, item: _Item) -> None:
+    def _admit(self, item: _Item, wait_s: float = 0.0) -> None:
         """Queue ``item`` unless the writer is down or the queue bound would be crossed."""
         n = item.cost
+        local = item.local and item.decode is None
         with self._cond:
+            if local and wait_s > 0:
+                deadline = time.monotonic() + wait_s
+                while (
+                    self._local_pending
+                    and self._local_pending + n > self.local_max_spans
+                    and self._thread is not None
+                    and not self._stopping
+                ):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
             if self._thread is None or self._stopping:
                 raise UnavailableError("the ingest writer is not running", retry_after=5)
             if self._pending + n > self.queue_max_spans and self._pending > 0:
@@ -374,9 +422,17 @@ class IngestWriter:
                     retry_after=self._retry_after(),
                     hint="retry after the Retry-After delay; the server is writing as fast as it can",
                 )
+            if local and self._local_pending + n > self.local_max_spans and self._local_pending:
+                self.rejected_full += n
+                raise UnavailableError(
+                    f"ingest queue holds {self._local_pending} in-process spans",
+                    retry_after=self._retry_after(),
+                )
             self._items.append(item)
             self._pending += n
-            self._cond.notify()
+            if local:
+                self._local_pending += n
+            self._cond.notify_all()  # the writer thread (sinks waiting for room share _cond)
 
     def write(self, project_id: str | None, spans: Sequence[Span], timeout: float = 60.0) -> int:
         """Submit and wait for the commit; returns how many spans were committed."""
@@ -409,6 +465,8 @@ class IngestWriter:
             batch = self._decode(batch)
             if batch:
                 self._commit(batch, sum(it.cost for it in batch))
+            # not kept alive by this frame while the thread waits for the next batch
+            batch = []
 
     def _prepare_next(self) -> bool:
         """Decode and understand one queued body for the *next* commit; False when there is
@@ -472,11 +530,16 @@ class IngestWriter:
                 err = StoreError(f"could not store spans: {msg}")
             with self._cond:
                 self._pending -= size
+                self._local_pending -= _local_cost(batch)
             for it in batch:
                 it.future.set_exception(err)
             return
         with self._cond:
             self._pending -= size
+            freed = _local_cost(batch)
+            self._local_pending -= freed
+            if freed:
+                self._cond.notify_all()  # a sink waiting for room (enqueue wait_s)
         self.spans_committed += size
         self.spans_new += new
         self.batches += 1

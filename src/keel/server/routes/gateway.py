@@ -339,7 +339,9 @@ def _sink(ctx: AppContext) -> Any:
         writer = ctx.extras.get("ingest")
         if writer is not None:
             try:
-                writer.enqueue(records)
+                # on the emitter's worker thread: wait while the writer holds its bound of
+                # in-process spans (the emitter's own bounded queue takes the backlog)
+                writer.enqueue(records, wait_s=10.0)
                 return
             except KeelError:  # writer full or stopped (at shutdown): write directly
                 pass

@@ -26,6 +26,12 @@ metadata = sa.MetaData()
 _CHECKPOINT_EVERY_S = 0.25
 _BACKSTOP_PAGES = 16_384  # 64 MiB of 4 KiB pages
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024
+_CACHE_KIB = 65_536  # page cache of one connection (PRAGMA cache_size, in KiB)
+# SQLite's heap in the whole process (page caches of every connection, statements, schema).
+# Page caches fill as the database grows and each pooled connection has its own, so without
+# this the ceiling was cache_size x pooled connections (640 MiB at pool_size 10). Past the
+# soft limit every cache recycles its own pages instead of growing.
+SOFT_HEAP_LIMIT = 2 * _CACHE_KIB * 1024
 _log = logging.getLogger("keel.storage")
 
 
@@ -155,6 +161,9 @@ class Database:
                 connect_args={"check_same_thread": False, "timeout": 30},
                 pool_size=pool_size,
                 max_overflow=20,
+                # the most recently used connection first: the ingest writer keeps its warm
+                # page cache instead of rotating through (and filling) every pooled one
+                pool_use_lifo=True,
             )
             self._install_sqlite_hooks(self.engine)
             path = self.engine.url.database
@@ -177,7 +186,8 @@ class Database:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA temp_store=MEMORY")
-            cur.execute("PRAGMA cache_size=-65536")
+            cur.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+            cur.execute(f"PRAGMA soft_heap_limit={SOFT_HEAP_LIMIT}")
             # Checkpoints run on a background thread (see _Checkpointer), not inside the
             # writer's commit; this large threshold is only the backstop if it falls behind.
             cur.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_PAGES}")
