@@ -84,8 +84,8 @@ class _FileLock:
 
     Several ``keel serve --workers`` processes share one database. Left to ``BEGIN IMMEDIATE``
     and the busy timeout, a writer that finds the file locked sleeps 1, 2, 5, 10, 15 ms... and
-    polls again, so the lock sat free while both processes waited (~20 % of two cores idle at
-    full ingest load). A blocking ``flock`` wakes the waiter the moment the holder releases.
+    polls again, so the lock could sit free while both processes waited. A blocking ``flock``
+    wakes the waiter the moment the holder releases.
     Re-entrant per process (the caller holds the process's write RLock); if the side file
     cannot be opened, writers fall back to SQLite's own busy handling.
     """
