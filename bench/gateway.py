@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -147,6 +149,13 @@ def serve_keel(port: int, upstream: str, workdir: Path, tracing: bool) -> None:
         from keel.server.routes import gateway as gw_routes
 
         gw_routes._sink = lambda ctx: None  # type: ignore[assignment]
+    # as `keel serve` does: without it a full collection of the heap stalls the loop for
+    # tens of ms now and then (the 50 ms p99 at one request in flight of earlier runs)
+    from keel.cli.serve import tune_gc
+
+    tune_gc()
+    if os.environ.get("KEEL_BENCH_SWITCH_INTERVAL"):
+        sys.setswitchinterval(float(os.environ["KEEL_BENCH_SWITCH_INTERVAL"]))
     uvicorn.run(
         app,
         host="127.0.0.1",
@@ -158,10 +167,175 @@ def serve_keel(port: int, upstream: str, workdir: Path, tracing: bool) -> None:
     )
 
 
+# ------------------------------------------------------------------------------ memory probes
+
+
+def mem_status(pid: int | str = "self") -> dict[str, float]:
+    """VmRSS and its split (RssAnon = heap/anonymous mmaps, RssFile = file pages such as an
+    mmap'ed database or shared libraries, RssShmem) from ``/proc/<pid>/status``, in MiB."""
+    out: dict[str, float] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem", "VmHWM"):
+                out[key] = int(rest.split()[0]) / 1024
+    except OSError:
+        pass
+    return out
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",  # bytes obtained with brk/heap mmaps, all arenas (not big mmapped chunks)
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",  # bytes in chunks mmapped on their own (>= M_MMAP_THRESHOLD)
+            "usmblks",
+            "fsmblks",
+            "uordblks",  # bytes in use
+            "fordblks",  # bytes free inside the arenas (fragmentation / not yet returned)
+            "keepcost",
+        )
+    ]
+
+
+def malloc_stats() -> dict[str, float]:
+    """glibc ``mallinfo2()`` (summed over every arena) and the arena count from
+    ``malloc_info``, in MiB; empty where glibc is not the allocator."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        fn = libc.mallinfo2
+    except (OSError, AttributeError):
+        return {}
+    fn.restype = _Mallinfo2
+    mi = fn()
+    mib = 1024 * 1024
+    out = {
+        "malloc_in_use": mi.uordblks / mib,
+        "malloc_free": mi.fordblks / mib,
+        "malloc_mmapped": mi.hblkhd / mib,
+        "malloc_arena": mi.arena / mib,
+    }
+    with tempfile.NamedTemporaryFile(suffix=".xml") as tmp:
+        libc.fopen.restype = ctypes.c_void_p
+        libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+        libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        libc.fclose.argtypes = [ctypes.c_void_p]
+        fp = libc.fopen(tmp.name.encode(), b"w")
+        if fp:
+            libc.malloc_info(0, fp)
+            libc.fclose(fp)
+            out["arenas"] = Path(tmp.name).read_text().count("<heap nr=")
+    return out
+
+
+def sqlite_stats(engine: Any = None) -> dict[str, float]:
+    """SQLite's own heap (``sqlite3_memory_used``, every connection in the process) and, for
+    the connections pooled in ``engine``, how many there are and their page caches, in MiB."""
+    try:
+        lib = ctypes.CDLL("libsqlite3.so.0")  # the library the sqlite3 module is linked to
+    except OSError:
+        return {}
+    lib.sqlite3_memory_used.restype = ctypes.c_int64
+    out: dict[str, float] = {"sqlite_heap": lib.sqlite3_memory_used() / 2**20}
+    queue = getattr(getattr(getattr(engine, "pool", None), "_pool", None), "queue", None)
+    if queue is not None:
+        cur, hi = ctypes.c_int(), ctypes.c_int()
+        used = 0
+        conns = list(queue)
+        for rec in conns:
+            dbapi = getattr(rec, "dbapi_connection", None)
+            if dbapi is None:
+                continue
+            # CPython's sqlite3 Connection object: PyObject_HEAD, then the sqlite3* handle
+            handle = ctypes.c_void_p.from_address(id(dbapi) + 16)
+            if lib.sqlite3_db_status(handle, 1, ctypes.byref(cur), ctypes.byref(hi), 0) == 0:
+                used += cur.value  # SQLITE_DBSTATUS_CACHE_USED
+        out["pooled_conns"] = len(conns)
+        out["pooled_cache"] = used / 2**20
+    return out
+
+
+def pymalloc_stats() -> dict[str, float]:
+    """Python's small-object allocator: arenas held (MiB) and bytes in live blocks (MiB), from
+    ``sys._debugmallocstats`` (it writes to fd 2, so fd 2 is pointed at a file meanwhile)."""
+    with tempfile.TemporaryFile() as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        text = tmp.read().decode(errors="replace")
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition("=")
+        name = name.strip("# ").strip()
+        if name == "arenas allocated current":
+            out["pymalloc_arenas"] = float(value.strip().replace(",", ""))
+        elif name == "bytes in allocated blocks":
+            out["pymalloc_live"] = int(value.strip().replace(",", "")) / 2**20
+    return out
+
+
+def anon_maps() -> dict[str, float]:
+    """Resident anonymous memory by kind of mapping, from ``/proc/self/smaps`` (MiB): the brk
+    heap (glibc main arena), 64 MiB-reserved thread arenas of glibc, and other anonymous maps
+    (Python arenas, large malloc chunks, thread stacks)."""
+    out = {"anon_brk": 0.0, "anon_thread_arenas": 0.0, "anon_other": 0.0}
+    try:
+        text = Path("/proc/self/smaps").read_text()
+    except OSError:
+        return out
+    kind = None
+    for line in text.splitlines():
+        first = line.split(" ", 1)[0]
+        if "-" in first and not first.endswith(":"):
+            lo, hi = (int(x, 16) for x in first.split("-"))
+            parts = line.split()
+            path = parts[5] if len(parts) > 5 else ""
+            if path == "[heap]":
+                kind = "anon_brk"
+            elif path == "":
+                # glibc thread arenas reserve HEAP_MAX_SIZE (64 MiB) aligned to 64 MiB
+                kind = (
+                    "anon_thread_arenas"
+                    if lo % (64 << 20) == 0 and hi - lo <= 64 << 20
+                    else "anon_other"
+                )
+            else:
+                kind = None
+        elif kind is not None and line.startswith("Anonymous:"):
+            out[kind] += int(line.split()[1]) / 1024
+    return out
+
+
+def malloc_trim() -> None:
+    """Return free glibc heap pages to the OS (``malloc_trim(0)``): what is still resident
+    afterwards is live memory, what went away was only held free by the allocator."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 # ------------------------------------------------------------------------------ in process
 
 
-def inprocess(n: int, concurrency: int, samples: int, workdir: Path, upstream: str | None) -> None:
+def inprocess(
+    n: int,
+    concurrency: int,
+    samples: int,
+    workdir: Path,
+    upstream: str | None,
+    *,
+    trace_malloc: bool = False,
+    verbose: bool = False,
+) -> None:
     """Drive the ASGI app directly (no sockets on the client side): CPU per request of the
     whole pipeline (key check, route, fake or mock upstream, one span per request into SQLite
     through the ingest writer), and RSS at ``samples`` evenly spaced points (memory soak).
@@ -236,7 +410,7 @@ def inprocess(n: int, concurrency: int, samples: int, workdir: Path, upstream: s
             await asyncio.sleep(3600)
             return {"type": "http.disconnect"}
 
-        async def send(msg: dict[str, Any]) -> None:
+        async def send(msg: Any) -> None:
             if msg["type"] == "http.response.start":
                 st = msg["status"]
                 status_counts[st] = status_counts.get(st, 0) + 1
@@ -245,6 +419,46 @@ def inprocess(n: int, concurrency: int, samples: int, workdir: Path, upstream: s
 
     def rss() -> float:
         return rss_mb(os.getpid())
+
+    db_path = workdir / "keel.db"
+
+    def probe(done: int) -> dict[str, float]:
+        """One soak checkpoint: RSS split, glibc heap, Python objects, SQLite files; then
+        ``malloc_trim(0)`` and RSS again (what the trim gives back was free, not leaked)."""
+        m: dict[str, float] = {"requests": done, **mem_status()}
+        m.update(malloc_stats())
+        m.update(sqlite_stats(getattr(getattr(store, "db", None), "engine", None)))
+        m["py_blocks_k"] = sys.getallocatedblocks() / 1000
+        m.update(pymalloc_stats())
+        m.update(anon_maps())
+        m["gc_objects_k"] = len(gc.get_objects()) / 1000
+        for suffix in ("", "-wal"):
+            f = Path(str(db_path) + suffix)
+            m["db" + suffix.replace("-", "_") + "_mib"] = (
+                f.stat().st_size / 2**20 if f.exists() else 0.0
+            )
+        t0 = time.perf_counter()
+        malloc_trim()
+        m["trim_ms"] = 1e3 * (time.perf_counter() - t0)
+        m["rss_trimmed"] = mem_status().get("VmRSS", float("nan"))
+        m["anon_trimmed"] = mem_status().get("RssAnon", float("nan"))
+        return m
+
+    def show(m: dict[str, float]) -> None:
+        print(
+            f"  {int(m['requests']):>9,} requests  RSS {m.get('VmRSS', 0):7.1f} MiB"
+            f" (anon {m.get('RssAnon', 0):.1f}, file {m.get('RssFile', 0):.1f});"
+            f" after malloc_trim {m['rss_trimmed']:.1f} (anon {m['anon_trimmed']:.1f});"
+            f" malloc in use {m.get('malloc_in_use', 0):.1f}, free {m.get('malloc_free', 0):.1f},"
+            f" arenas {m.get('arenas', 0):.0f}; SQLite heap {m.get('sqlite_heap', 0):.1f}"
+            f" ({m.get('pooled_conns', 0):.0f} pooled connections, page caches"
+            f" {m.get('pooled_cache', 0):.1f}); Python blocks {m['py_blocks_k']:.0f}k,"
+            f" gc objects {m['gc_objects_k']:.0f}k; db {m['db_mib']:.0f} MiB,"
+            f" wal {m['db_wal_mib']:.0f} MiB",
+            flush=True,
+        )
+        if verbose:
+            print("    " + " ".join(f"{k}={v:.1f}" for k, v in m.items()), flush=True)
 
     async def drain() -> None:
         ctx = app.state.keel
@@ -259,11 +473,20 @@ def inprocess(n: int, concurrency: int, samples: int, workdir: Path, upstream: s
     async def run_all() -> None:
         async with app.router.lifespan_context(app):
             emitter = app.state.keel.extras["gateway"].emitter
+            writer = app.state.keel.extras.get("ingest")
+            events = app.state.keel.extras.get("trace_events")
             for _ in range(2000):  # warm-up
                 await one()
             await drain()
             gc.collect()
+            if trace_malloc:
+                import tracemalloc
+
+                tracemalloc.start(8)
+                snap0 = tracemalloc.take_snapshot()
             points = [(0, rss())]
+            probes = [probe(0)]
+            show(probes[0])
             per = n // samples
             done = 0
             cpu0 = time.process_time()
@@ -272,11 +495,19 @@ def inprocess(n: int, concurrency: int, samples: int, workdir: Path, upstream: s
                 todo = min(per, n - done)
                 k = 0
 
-                async def worker(todo: int = todo) -> None:
+                high = {"writer": 0, "emitter": 0, "events": 0}
+
+                async def worker(todo: int = todo, high: dict[str, int] = high) -> None:
                     nonlocal k
                     while k < todo:
                         k += 1
                         await one()
+                        if k % 64 == 0:  # queue high-water marks between checkpoints
+                            if writer is not None:
+                                high["writer"] = max(high["writer"], writer.pending_spans)
+                            high["emitter"] = max(high["emitter"], len(emitter.pending))
+                            if events is not None:
+                                high["events"] = max(high["events"], events.pending_spans)
                         # pace to the span writer: the emitter drops spans past its bound
                         # (by design), and a soak must write every span it claims to
                         while len(emitter.pending) > 5_000:
@@ -285,8 +516,33 @@ def inprocess(n: int, concurrency: int, samples: int, workdir: Path, upstream: s
                 await asyncio.gather(*(worker() for _ in range(concurrency)))
                 done += todo
                 await drain()
+                gc.collect()
                 points.append((done, rss()))
-                print(f"  {done:>9,} requests  RSS {points[-1][1]:7.1f} MiB", flush=True)
+                probes.append(probe(done))
+                show(probes[-1])
+                print(
+                    f"    queue high-water since the last checkpoint: ingest writer"
+                    f" {high['writer']:,} spans, gateway emitter {high['emitter']:,},"
+                    f" trace events {high['events']:,}",
+                    flush=True,
+                )
+                if trace_malloc:
+                    snap = tracemalloc.take_snapshot()
+                    print(
+                        f"    Python heap traced: {tracemalloc.get_traced_memory()[0] / 2**20:.1f}"
+                        " MiB; blocks still alive that were allocated since the last checkpoint:"
+                    )
+                    growth = [st for st in snap.compare_to(snap0, "traceback") if st.count_diff > 0]
+                    growth.sort(key=lambda st: -st.count_diff)
+                    for st in growth[:6]:
+                        where = " <- ".join(
+                            f"{Path(fr.filename).name}:{fr.lineno}"
+                            for fr in reversed(st.traceback[-4:])
+                        )
+                        print(
+                            f"      {st.count_diff:+8,} blocks {st.size_diff / 2**10:+9.1f} KiB  {where}"
+                        )
+                    snap0 = snap
             cpu = time.process_time() - cpu0
             wall = time.perf_counter() - wall0
             ru = resource.getrusage(resource.RUSAGE_SELF)
@@ -639,6 +895,15 @@ def main() -> None:
         "--concurrency", type=int, default=50, help="in-flight requests for --inprocess"
     )
     ap.add_argument(
+        "--samples", type=int, default=4, help="memory checkpoints in an --inprocess soak"
+    )
+    ap.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="--inprocess: trace the Python heap and print its top growth at each checkpoint",
+    )
+    ap.add_argument("--verbose", action="store_true", help="--inprocess: print every memory probe")
+    ap.add_argument(
         "--mock-upstream",
         action="store_true",
         help="--inprocess against the mock upstream over loopback (default: the fake provider)",
@@ -660,7 +925,15 @@ def main() -> None:
             flush=True,
         )
         try:
-            inprocess(a.inprocess, a.concurrency, 4, work, upstream)
+            inprocess(
+                a.inprocess,
+                a.concurrency,
+                a.samples,
+                work,
+                upstream,
+                trace_malloc=a.tracemalloc,
+                verbose=a.verbose,
+            )
         finally:
             if mock is not None:
                 stop(mock)

@@ -18,6 +18,7 @@ import orjson
 
 from keel.errors import ProviderError
 from keel.gateway.provider import parse_retry_after, provider_error
+from keel.gateway.providers.wire import WireClient
 
 CONTEXT_MARKERS = (
     "context_length_exceeded",
@@ -52,12 +53,15 @@ class Timeouts:
 
 
 class HttpClient:
-    """One ``aiohttp.ClientSession`` per process (created lazily inside the running loop)."""
+    """One ``aiohttp.ClientSession`` per process (created lazily inside the running loop), and
+    the minimal keep-alive client (``wire``) that ``post_json`` uses for plain ``http://``
+    upstreams; ``wire=False`` sends everything through aiohttp."""
 
-    def __init__(self, limit: int = 1000, limit_per_host: int = 0) -> None:
+    def __init__(self, limit: int = 1000, limit_per_host: int = 0, *, wire: bool = True) -> None:
         self._limit = limit
         self._limit_per_host = limit_per_host
         self._session: aiohttp.ClientSession | None = None
+        self.wire: WireClient | None = WireClient() if wire else None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -87,6 +91,8 @@ class HttpClient:
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
+        if self.wire is not None:
+            await self.wire.close()
 
 
 def classify_error(status: int, headers: Any, data: bytes, where: str) -> ProviderError:
@@ -175,7 +181,43 @@ async def post_json(
     timeout: aiohttp.ClientTimeout,
     where: str,
 ) -> Any:
-    """POST and return the decoded JSON body, or raise a classified ProviderError."""
+    """POST and return the decoded JSON body, or raise a classified ProviderError.
+
+    Plain ``http://`` URLs go through the minimal keep-alive client (``HttpClient.wire``),
+    everything else (https) through aiohttp; both map failures to the same ProviderErrors."""
+    wire = client.wire
+    if wire is not None and url.startswith("http://"):
+        try:
+            r = await wire.post(
+                url,
+                headers,
+                payload,
+                connect_s=timeout.sock_connect or timeout.connect or 5.0,
+                read_s=timeout.sock_read or 60.0,
+            )
+        except (TimeoutError, ConnectionError, OSError) as e:
+            raise connection_error(e, where) from None
+        data = r.body
+        if r.status >= 400:
+            raise classify_error(r.status, r.headers, data, where)
+    else:
+        data = await _post_aiohttp(client, url, headers, payload, timeout, where)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise provider_error(
+            f"{where} answered with a body that is not JSON", status=502, code="malformed_response"
+        ) from None
+
+
+async def _post_aiohttp(
+    client: HttpClient,
+    url: str,
+    headers: dict[str, str],
+    payload: bytes,
+    timeout: aiohttp.ClientTimeout,
+    where: str,
+) -> bytes:
     try:
         async with client.session.post(url, data=payload, headers=headers, timeout=timeout) as resp:
             data = await resp.read()
@@ -185,12 +227,7 @@ async def post_json(
         raise
     except (TimeoutError, aiohttp.ClientError, ConnectionError) as e:
         raise connection_error(e, where) from None
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise provider_error(
-            f"{where} answered with a body that is not JSON", status=502, code="malformed_response"
-        ) from None
+    return data
 
 
 def client_timeout(t: Timeouts, *, stream: bool) -> aiohttp.ClientTimeout:
