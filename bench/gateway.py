@@ -151,9 +151,9 @@ def serve_keel(port: int, upstream: str, workdir: Path, tracing: bool) -> None:
         gw_routes._sink = lambda ctx: None  # type: ignore[assignment]
     # as `keel serve` does: without it a full collection of the heap stalls the loop for
     # tens of ms now and then (the 50 ms p99 at one request in flight of earlier runs)
-    from keel.cli.serve import tune_gc
+    from keel.cli.serve import tune_runtime
 
-    tune_gc()
+    tune_runtime()
     if os.environ.get("KEEL_BENCH_SWITCH_INTERVAL"):
         sys.setswitchinterval(float(os.environ["KEEL_BENCH_SWITCH_INTERVAL"]))
     uvicorn.run(

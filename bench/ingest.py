@@ -450,7 +450,7 @@ def bench_inproc(
     """The server's work without HTTP: decode, understand, commit through the IngestWriter."""
     from collections import deque
 
-    from keel.cli.serve import tune_gc
+    from keel.cli.serve import tune_runtime
     from keel.otlp.decode import decode_request
     from keel.server.ingest import IngestWriter
     from keel.storage import open_store
@@ -458,7 +458,7 @@ def bench_inproc(
     store = open_store(store_url)
     writer = IngestWriter(store)
     writer.start()
-    tune_gc()  # as `keel serve` does
+    tune_runtime()  # as `keel serve` does
     inflight: deque[Any] = deque()
     done = 0
     seq = 0
@@ -503,14 +503,14 @@ def bench_stages(payloads: list[tuple[bytes, int]], repeat: int = 3) -> dict[str
     decode: OTLP protobuf → ``Span``; understand: index-only LLM view + pricing; rows: the
     SQL row tuples; write: ``add_spans`` (rows, trace summaries, insert, commit) into a fresh
     SQLite file per repeat."""
-    from keel.cli.serve import tune_gc
+    from keel.cli.serve import tune_runtime
     from keel.otlp.decode import decode_request
     from keel.server.ingest import _load_pricer, understand
     from keel.storage import open_store
     from keel.storage.spans import SpanRecord
     from keel.storage.sql.rows import span_row as _row
 
-    tune_gc()
+    tune_runtime()
     bodies = [b.replace(MARK, struct.pack(">II", 98, i)) for i, (b, _) in enumerate(payloads)]
     n = sum(k for _, k in payloads)
     pricer = _load_pricer()

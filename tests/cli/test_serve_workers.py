@@ -39,3 +39,13 @@ def test_workers_refuse_a_memory_store() -> None:
     )
     assert proc.returncode != 0
     assert "shared store" in proc.stderr + proc.stdout
+
+
+def test_runtime_tuning_of_a_server_process() -> None:
+    code = (
+        "import gc, sys; from keel.cli.serve import tune_runtime; tune_runtime();"
+        "assert gc.get_threshold()[0] == 50_000, gc.get_threshold();"
+        "assert abs(sys.getswitchinterval() - 0.0005) < 1e-9, sys.getswitchinterval();"
+        "assert gc.get_freeze_count() > 0"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

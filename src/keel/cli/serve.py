@@ -28,18 +28,27 @@ def check_bind(host: str, active_keys: int, allow_open: bool | None) -> bool:
     return allow_open is not False
 
 
-def tune_gc() -> None:
-    """Collect garbage less often in a long-running server.
+def tune_runtime() -> None:
+    """Interpreter settings for a long-running server (``keel serve`` and the benchmarks).
 
-    Ingest allocates many short-lived objects per span; with CPython's default thresholds
-    the young-generation collector ran every few spans and cost ~20 % of ingest CPU. Objects
-    alive after start-up (modules, settings, the app) are frozen out of collection.
+    * Garbage collection: ingest allocates many short-lived objects per span; with CPython's
+      default thresholds the young-generation collector ran every few spans and cost ~20 % of
+      ingest CPU. Objects alive after start-up (modules, settings, the app) are frozen out of
+      collection.
+    * GIL switch interval 0.5 ms (default 5 ms): the event loop shares the GIL with the ingest
+      writer thread, and each time it wakes it waited up to the interval for the writer to
+      let go. Gateway p99 at one request in flight: 11-14 ms → 6.5-8.3 ms at the same CPU per
+      request (docs/bench-gateway.md).
     """
     import gc
+    import sys
 
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
+    sys.setswitchinterval(0.0005)
+
+
 
 
 SETTINGS_ENV = "KEEL_SERVE_SETTINGS_JSON"
@@ -55,7 +64,7 @@ def app_from_env() -> object:
 
     settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
     app = create_app(settings, open_store(settings.store.url))
-    tune_gc()
+    tune_runtime()
     return app
 
 
@@ -134,7 +143,7 @@ def serve(
         )
         return
     app = create_app(settings, store)
-    tune_gc()
+    tune_runtime()
     uvicorn.run(
         app,
         host=settings.server.host,
