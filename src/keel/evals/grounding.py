@@ -30,6 +30,7 @@ import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from keel.ml import text as T
@@ -37,6 +38,7 @@ from keel.ml import text as T
 __all__ = [
     "FEATURES",
     "WEIGHTS",
+    "WEIGHTS_MODEL",
     "ClaimCheck",
     "ContextIndex",
     "GroundingReport",
@@ -154,13 +156,21 @@ class ContextIndex:
     sentences: list[_Sentence]
     stems: frozenset[str]
     words: frozenset[str]  # lower-cased raw tokens
-    quantities: list[T.Quantity]
+    text: str
     entity_words: frozenset[str]
     entity_lower: frozenset[str]  # lower-cased words of the context's names
     prefixes: frozenset[str]  # 6-letter prefixes of long stems ('backlit' ~ 'backlight')
     acronyms: frozenset[str]
     cues: frozenset[str]
     postings: dict[str, list[int]]  # stem -> sentence indices
+    _quantities: list[T.Quantity] | None = None
+
+    @property
+    def quantities(self) -> list[T.Quantity]:
+        """The context's quantities, parsed when a claim with a number first asks."""
+        if self._quantities is None:
+            self._quantities = T.extract_quantities(self.text, words=True)
+        return self._quantities
 
 
 _CALENDAR = frozenset(
@@ -312,7 +322,7 @@ def index_context(context: str) -> ContextIndex:
         sentences=sentences,
         stems=frozenset(postings),
         words=frozenset(words),
-        quantities=T.extract_quantities(context, words=True),
+        text=context,
         entity_words=frozenset(ent_words),
         entity_lower=frozenset(w for e in ents for w in T.tokenize(e)),
         prefixes=frozenset(st[:PREFIX] for st in postings if len(st) >= PREFIX + 1),
@@ -359,6 +369,7 @@ class ClaimCheck:
     context_lexical: float = 1.0  # share found in the context itself
     local: float = 1.0  # share found in the best context sentence window
     semantic: float | None = None  # MiniLM cosine to the nearest context sentence
+    entailment: float | None = None  # the cross-encoder's P(supported), when a model is loaded
 
     @property
     def problems(self) -> list[str]:
@@ -378,6 +389,8 @@ class ClaimCheck:
             out.append(f"drops the context's condition ({', '.join(self.condition_dropped)})")
         if self.missing_words and self.lexical < 0.75:
             out.append(f"words not in context: {', '.join(self.missing_words[:6])}")
+        if self.entailment is not None and self.entailment < 0.5:
+            out.append(f"the model finds no support in the context (p={self.entailment:.2f})")
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -391,6 +404,8 @@ class ClaimCheck:
             d["evidence"] = self.evidence[:300]
         if self.semantic is not None:
             d["semantic"] = round(self.semantic, 3)
+        if self.entailment is not None:
+            d["entailment"] = round(self.entailment, 3)
         return d
 
 
@@ -520,7 +535,12 @@ def _entity_supported(ent: str, idx: ContextIndex, extra_words: frozenset[str]) 
 
 
 def _check_claim(
-    claim: str, idx: ContextIndex, extra: frozenset[str], extra_words: frozenset[str]
+    claim: str,
+    idx: ContextIndex,
+    extra: frozenset[str],
+    extra_words: frozenset[str],
+    *,
+    full: bool = True,
 ) -> ClaimCheck:
     stems = T.content_tokens(claim)
     chk = ClaimCheck(claim=claim, words=len(stems))
@@ -556,12 +576,19 @@ def _check_claim(
     chk.entities = len(ents)
     chk.missing_entities = [e for e in ents if not _entity_supported(e, idx, extra_words)]
 
+    cues = T.quantifier_cues(claim) - {"except", "unless"}
+    chk.absolute_added = sorted(c for c in cues if c not in idx.cues)
+    if not full:
+        # Long documents: the relation, polarity and condition checks cost most of the time
+        # (every sentence sharing a word gets parsed) and fire on right and hallucinated
+        # summaries alike, so the document model does not use them.
+        chk.support = _claim_support(chk)
+        return chk
+
     # relations (swaps)
     chk.pairs, chk.broken_pairs = _pair_check(idx, claim, idx.entity_lower)
 
     chk.negation_mismatch = _polarity_differs(claim, idx)
-    cues = T.quantifier_cues(claim) - {"except", "unless"}
-    chk.absolute_added = sorted(c for c in cues if c not in idx.cues)
     if best is not None and local >= 0.4 and best.condition_stems:
         claim_set = set(stems)
         cover = len(best.condition_stems & claim_set) / len(best.condition_stems)
@@ -660,6 +687,8 @@ def _claim_support(c: ClaimCheck) -> float:
         s -= 0.4
     if c.condition_dropped:
         s -= 0.4
+    if c.entailment is not None:
+        s = (s + c.entailment) / 2
     return min(1.0, max(0.0, s))
 
 
@@ -683,7 +712,10 @@ FEATURES = (
     "words_log",  # log1p(content words of the answer): more words, more room for error
     "context_lex",  # like lex_mean, but words taken from the query do not count
     "weak_claims",  # claims with fewer than half of their content words in the context (capped at 3)
+    "nli_min",  # the cross-encoder's support logit of the least supported claim (model only)
+    "nli_mean",  # its mean support logit over the claims (model only)
 )
+NLI_CLIP = 8.0
 
 # Fitted by bench/calibrate_grounding.py (sign-constrained logistic regression) on the
 # development data only: HaluEval rows 0-4,999 and the dev split of the hard cases.
@@ -702,13 +734,32 @@ WEIGHTS: dict[str, dict[str, float]] = {
         "weak_claims": -1.0,
     },
     "document": {
-        "bias": 3.521,
-        "missing_words_log": -1.49,
-        "negation_mismatch": -0.251,
-        "novel_bigrams": -0.846,
+        "bias": 3.449,
+        "missing_words_log": -1.501,
+        "negation_mismatch": -0.542,
+        "novel_bigrams": -0.792,
+    },
+}
+# With the cross-encoder (keel.evals.entailment): fitted the same way, with the nli_* features.
+# Passages: the fit (hard dev cases weighted 25x, as for WEIGHTS) gives the nli_* features zero
+# weight (the 2-layer model ranks the hard dev cases at AUC 0.57), so passages keep the lexical
+# weights and the model is not run for them. Documents: bench/calibrate_grounding.py --model
+# --rows 800 (dev rows the model was not trained on).
+WEIGHTS_MODEL: dict[str, dict[str, float]] = {
+    "passage": dict(WEIGHTS["passage"]),
+    "document": {
+        "bias": 3.184,
+        "missing_words_log": -1.422,
+        "negation_mismatch": -0.003,
+        "novel_bigrams": -1.21,
+        "nli_min": 0.722,
+        "nli_mean": 0.305,
     },
 }
 DOCUMENT_WORDS = 250
+# Claims of one answer over a long document that the cross-encoder reads (the least supported
+# by words); the rest are judged by the lexical checks only.
+DOCUMENT_MODEL_CLAIMS = 2
 WEAK_CLAIM = 0.5
 # MiniLM cosine at which a weak claim counts as a paraphrase of a context sentence (hard dev
 # cases: paraphrases 0.75-0.82, added claims 0.14-0.55).
@@ -771,6 +822,7 @@ def features_of(claims: list[ClaimCheck], novel_bigrams: float = 0.0) -> dict[st
     pairs = sum(c.pairs for c in claims)
     broken = sum(len(c.broken_pairs) for c in claims)
     sems = [c.semantic for c in claims if c.semantic is not None]
+    logits = [_logit(c.entailment) for c in claims if c.entailment is not None]
     return {
         "lex_mean": sum(c.lexical * c.words for c in claims) / words,
         "lex_min": min(c.lexical for c in claims),
@@ -790,7 +842,14 @@ def features_of(claims: list[ClaimCheck], novel_bigrams: float = 0.0) -> dict[st
         "weak_claims": float(
             min(3, sum(1 for c in claims if c.words >= 2 and c.lexical < WEAK_CLAIM))
         ),
+        "nli_min": min(logits) if logits else 0.0,
+        "nli_mean": sum(logits) / len(logits) if logits else 0.0,
     }
+
+
+def _logit(p: float) -> float:
+    p = min(1.0 - 1e-6, max(1e-6, p))
+    return max(-NLI_CLIP, min(NLI_CLIP, math.log(p / (1.0 - p))))
 
 
 def predict(features: dict[str, float], weights: dict[str, float] | None = None) -> float:
@@ -832,8 +891,15 @@ def check_grounding(
     weights: dict[str, float] | None = None,
     regime: str | None = None,
     paraphrase_similarity: float = PARAPHRASE_SIMILARITY,
+    model: bool | None = None,
+    model_path: str | Path | None = None,
 ) -> GroundingReport:
     """Check ``response`` against ``context`` claim by claim and score it.
+
+    ``model`` (default: on when the model file and the ``local`` extra are present) adds the
+    cross-encoder of :mod:`keel.evals.entailment` (``model_path``, else ``KEEL_GROUNDING_MODEL``,
+    else the committed model) and scores with :data:`WEIGHTS_MODEL`; without it, or when the
+    file is missing (a warning is logged once), the lexical model :data:`WEIGHTS` decides.
 
     ``query`` (optional) counts as evidence for words and names only: an answer may restate the
     question. ``semantic`` (default: on for passages when the ``local`` extra is installed, off
@@ -854,9 +920,32 @@ def check_grounding(
     texts = T.extract_claims(response)
     factual = [c for c in texts if T.is_factual(c)]
     skipped = [c for c in texts if c not in factual]
-    claims = [_check_claim(c, idx, extra, extra_words) for c in factual]
     if regime is None:
         regime = "document" if len(ctx.split()) > DOCUMENT_WORDS else "passage"
+    claims = [_check_claim(c, idx, extra, extra_words, full=regime == "passage") for c in factual]
+    nli = None
+    wants_model = model is True or any(k.startswith("nli_") for k in WEIGHTS_MODEL[regime])
+    if model is not False and claims and wants_model:
+        from keel.evals.entailment import get_entailment_model
+
+        nli = get_entailment_model(model_path)
+        if nli is None and model:
+            raise FileNotFoundError(f"grounding model not available: {model_path}")
+    if nli is not None:
+        from keel.evals.entailment import pairs_for_claims
+
+        picked = list(range(len(claims)))
+        if regime == "document" and len(picked) > DOCUMENT_MODEL_CLAIMS:
+            # Cost cap for long answers over long documents: only the claims with the least
+            # word support go to the model (a summary is as bad as its worst claim).
+            picked = sorted(picked, key=lambda i: (claims[i].lexical, claims[i].local, i))
+            picked = sorted(picked[:DOCUMENT_MODEL_CLAIMS])
+        probs = nli.support(pairs_for_claims([factual[i] for i in picked], idx, query))
+        for c, p in zip([claims[i] for i in picked], probs, strict=True):
+            c.entailment = p
+            c.support = _claim_support(c)
+        if semantic is None:
+            semantic = False  # the cross-encoder already judges paraphrases
     if semantic is None:
         # Off for long documents: their sentences are long and many, so the embedding cost
         # per row would exceed the budget, and the document model gives weak claims no weight.
@@ -892,7 +981,8 @@ def check_grounding(
     )
     feats = features_of(claims, novel / len(bigrams) if bigrams else 0.0)
     # nothing checkable: an empty answer is ungrounded, pure chit-chat states no fact
-    score = predict(feats, weights or WEIGHTS[regime]) if claims else (1.0 if skipped else 0.0)
+    table = WEIGHTS_MODEL if nli is not None else WEIGHTS
+    score = predict(feats, weights or table[regime]) if claims else (1.0 if skipped else 0.0)
     return GroundingReport(
         score=score, claims=claims, features=feats, regime=regime, skipped=skipped
     )

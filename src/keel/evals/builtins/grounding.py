@@ -84,7 +84,10 @@ class Groundedness(Evaluator):
 
     Value: calibrated probability that the response is grounded (higher is better).
     Details: ``unsupported_claims`` (texts), per-claim evidence and problems, the model's
-    features and regime. Options: ``semantic`` (default: on when the ``local`` extra is
+    features and regime. Options: ``model`` / ``model_path`` (an optional cross-encoder of
+    :mod:`keel.evals.entailment`, none shipped: ``model_path`` or ``KEEL_GROUNDING_MODEL``;
+    ``model=False`` or no model gives the lexical scorer, a missing file with a warning);
+    ``semantic`` (default: on when the ``local`` extra is
     installed; ``False`` for a purely lexical, model-free check) lets a MiniLM similarity of at
     least ``paraphrase_similarity`` rescue a weak claim whose words are mostly not in the context
     (only claims with no number/name/negation/scope problem are candidates).
@@ -93,7 +96,7 @@ class Groundedness(Evaluator):
     """
 
     name = "Groundedness"
-    version = "1"
+    version = "2"  # 2: cross-encoder for long documents, lighter document checks
     aliases: ClassVar[tuple[str, ...]] = ("faithfulness",)
     required_inputs = frozenset({"response", "context"})
     optional_inputs = frozenset({"query"})
@@ -106,16 +109,22 @@ class Groundedness(Evaluator):
         threshold: float | None = None,
         semantic: bool | None = None,
         paraphrase_similarity: float = G.PARAPHRASE_SIMILARITY,
+        model: bool | None = None,
+        model_path: str | None = None,
         **config: Any,
     ) -> None:
         super().__init__(
             threshold=threshold,
             semantic=semantic,
             paraphrase_similarity=paraphrase_similarity,
+            model=model,
+            model_path=model_path,
             **config,
         )
         self.semantic = semantic
         self.paraphrase_similarity = paraphrase_similarity
+        self.model = model
+        self.model_path = model_path
 
     def report(self, response: str, context: Any, query: str | None = None) -> G.GroundingReport:
         """The full :class:`~keel.evals.grounding.GroundingReport` (claims, evidence, features)."""
@@ -125,6 +134,8 @@ class Groundedness(Evaluator):
             query=query,
             semantic=self.semantic,
             paraphrase_similarity=self.paraphrase_similarity,
+            model=self.model,
+            model_path=self.model_path,
         )
 
     def _evaluate(self, **inputs: Any) -> EvalResult:
@@ -142,7 +153,7 @@ class HallucinationScore(Groundedness):
     """
 
     name = "HallucinationScore"
-    version = "1"
+    version = "2"  # 2: cross-encoder for long documents, lighter document checks
     aliases: ClassVar[tuple[str, ...]] = ("hallucination",)
     default_threshold = round(1.0 - G.DEFAULT_THRESHOLD, 4)
     higher_is_better = False
