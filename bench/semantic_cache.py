@@ -11,6 +11,12 @@ a duplicate counts toward recall.
     python bench/semantic_cache.py                  # all 40,298 pairs, 100,000-entry index
     python bench/semantic_cache.py --fit            # re-fit the verifier on the tune half
     python bench/semantic_cache.py --mrpc           # also score MRPC (a shifted domain)
+    python bench/semantic_cache.py --ce             # also the cross-encoder verifier's curve
+    python bench/semantic_cache.py --fit-ce         # pick its floor and decision (tune/val only)
+
+The cross-encoder (``keel/assets/pair-verifier-int8.onnx``, trained by
+``tools/train_pair_verifier.py`` on the tune half minus a validation slice) has its decision
+threshold picked on that validation slice (``val_of``), never on the test half.
 
 Embeddings are cached on disk under /tmp (``KEEL_BENCH_EMB_CACHE``), so only the first run
 pays for embedding ~73k sentences.
@@ -35,6 +41,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _embcache import embed_cached
 
 from keel.gateway.semantic_cache import (
+    DEFAULT_PAIR_DECISION,
+    DEFAULT_PAIR_FLOOR,
+    DEFAULT_PAIR_FLOOR_STATIC,
     FEATURES,
     SemanticCache,
     Verifier,
@@ -50,6 +59,12 @@ def split_of(a: str, b: str) -> str:
     """'tune' or 'test', by the first byte of SHA-256(a + US + b): stable across runs."""
     h = hashlib.sha256((a + "\x1f" + b).encode("utf-8")).digest()
     return "tune" if h[0] < 128 else "test"
+
+
+def val_of(a: str, b: str) -> bool:
+    """A tune pair held out of cross-encoder training (``tools/train_pair_verifier.py``)."""
+    h = hashlib.sha256((a + "\x1f" + b).encode("utf-8")).digest()
+    return h[0] < 128 and h[1] < 38
 
 
 def load_qqp() -> list[tuple[str, str, int]]:
@@ -123,6 +138,224 @@ def curve(
         fh, rc = rates(test_s >= thr, test_y)
         out.append((target, thr, fh, rc))
     return out
+
+
+CE_TARGETS = (0.005, 0.0075, 0.01, 0.02)
+CE_DEFAULT_TARGET = 0.0075  # the shipped decision: a margin under the 1 % goal
+
+
+def ce_logits(ps: PairSet, ce: Any, cache_file: Path | None = None) -> np.ndarray:
+    """Cross-encoder logits (n, 2): (a, b) and (b, a) order, batched by length; cached on disk."""
+    if cache_file is not None and cache_file.exists():
+        with np.load(cache_file) as z:
+            if len(z["logits"]) == len(ps.pairs):
+                return np.asarray(z["logits"])
+    out = np.zeros((len(ps.pairs), 2), dtype=np.float32)
+    t0 = time.process_time()
+    # One pair per run, as a lookup does: with dynamic int8 quantisation the activation scale
+    # is per tensor, so a pair's score shifts slightly with the batch it is padded into.
+    for i, (a, b, _) in enumerate(ps.pairs):
+        out[i, 0] = ce.logits([(a, b)])[0]
+        out[i, 1] = ce.logits([(b, a)])[0]
+    cpu = time.process_time() - t0
+    print(f"  scored {len(ps.pairs)} pairs x 2 orders in {cpu:.0f} CPU-s (one per run)", flush=True)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache_file, logits=out)
+    return out
+
+
+def ce_pipeline_scores(
+    ps: PairSet,
+    logits: np.ndarray,
+    floor: float,
+    rules: bool,
+    symmetric: bool,
+    cos: np.ndarray | None = None,
+) -> np.ndarray:
+    """What the cache decides on: the CE probability where the pair passes the retrieval floor
+    (``cos``: MiniLM by default) and the rules, 0 elsewhere, 1 for identical texts."""
+    z = logits.mean(1) if symmetric else logits[:, 0]
+    p = 1.0 / (1.0 + np.exp(-z))
+    ok = (ps.cos if cos is None else cos) >= floor
+    if rules:
+        ok &= rules_ok(ps)
+    same = np.array([a == b for a, b, _ in ps.pairs])
+    return np.where(same, 1.0, np.where(ok, p, 0.0))
+
+
+def rules_ok(ps: PairSet) -> np.ndarray:
+    """Pairs that pass the hard rules (numbers, entities, negation)."""
+    cached = getattr(ps, "_rules_ok", None)
+    if cached is None:
+        base = Verifier()
+        cached = np.array([base.rules(ps.facts[a], ps.facts[b]) is None for a, b, _ in ps.pairs])
+        ps._rules_ok = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def static_cos(ps: PairSet) -> np.ndarray:
+    """Cosine of each pair under the static (table) embedder."""
+    from keel.ml.static_embeddings import StaticEmbedder
+
+    emb = StaticEmbedder()
+    va = emb.embed([a for a, _, _ in ps.pairs])
+    vb = emb.embed([b for _, b, _ in ps.pairs])
+    return np.einsum("ij,ij->i", va, vb).astype(np.float64)
+
+
+def auc(s: np.ndarray, y: np.ndarray) -> float:
+    r = np.argsort(np.argsort(s, kind="stable"), kind="stable") + 1.0
+    npos = float(y.sum())
+    return float((r[y == 1].sum() - npos * (npos + 1) / 2) / (npos * (len(y) - npos)))
+
+
+def report_ce(val: PairSet, test: PairSet, model: Path, fit: bool) -> None:
+    """The cross-encoder verifier: threshold picked on val for each target, figures on test."""
+    from keel.ml.cross_encoder import CrossEncoder
+
+    ce = CrossEncoder(model)
+    tag = hashlib.sha256(model.read_bytes()).hexdigest()[:12]
+    cache = Path(os.environ.get("KEEL_BENCH_CE_CACHE", "/tmp/keel-bench-ce"))
+    print(f"\n## cross-encoder verifier ({model.name}, sha256 {tag}…)")
+    lv = ce_logits(val, ce, cache / f"{tag}-b1-val.npz")
+    lt = ce_logits(test, ce, cache / f"{tag}-b1-test.npz")
+    print(
+        f"AUC, all pairs, model alone: val {auc(lv[:, 0], val.y):.4f}  test "
+        f"{auc(lt[:, 0], test.y):.4f}  (symmetric: val {auc(lv.mean(1), val.y):.4f}  "
+        f"test {auc(lt.mean(1), test.y):.4f})"
+    )
+    print(
+        f"val: {len(val.pairs)} pairs ({int(val.y.sum())} dup); test {len(test.pairs)} "
+        f"({int(test.y.sum())} dup). Threshold picked on val per false-hit target."
+    )
+    sv, st = static_cos(val), static_cos(test)
+    print(
+        f"AUC of the retriever's cosine alone: MiniLM test {auc(test.cos, test.y):.4f}, "
+        f"static test {auc(st, test.y):.4f}"
+    )
+    print(
+        "retriever floor  rules  sym  | target: threshold  test false-hit  test recall  "
+        "(val recall)"
+    )
+    best: tuple[float, str, float, bool, bool, float] | None = None
+    grid = [("minilm", f, None, None) for f in (0.0, 0.60, 0.70, 0.75, 0.80, 0.85)]
+    grid += [("static", f, sv, st) for f in (0.50, 0.60, 0.70, 0.80)]
+    for retriever, floor, cv, ct in grid:
+        for rules in (True, False):
+            for sym in (False, True):
+                vs = ce_pipeline_scores(val, lv, floor, rules, sym, cv)
+                ts = ce_pipeline_scores(test, lt, floor, rules, sym, ct)
+                cells = []
+                for target in CE_TARGETS:
+                    thr = pick_threshold(vs, val.y, target)
+                    _, vrc = rates(vs >= thr, val.y)
+                    fh, rc = rates(ts >= thr, test.y)
+                    cells.append(
+                        f"{target * 100:.2f}%: {thr:.4f} {fh * 100:5.2f}% {rc * 100:5.2f}% "
+                        f"({vrc * 100:4.1f}%)"
+                    )
+                    if (
+                        target == CE_DEFAULT_TARGET
+                        and floor > 0
+                        and (best is None or vrc > best[0])
+                    ):
+                        best = (vrc, retriever, floor, rules, sym, thr)
+                print(
+                    f"{retriever:6s} {floor:.2f}  {'on ' if rules else 'off'}   "
+                    f"{'y' if sym else 'n'}  | " + " | ".join(cells)
+                )
+    stack(val, test, lv, lt)
+    if fit and best is not None:
+        vrc, retriever, floor, rules, sym, thr = best
+        print(
+            f"\n## picked on val (best val recall at {CE_DEFAULT_TARGET * 100:.2f}% val false hits,"
+            f" {vrc * 100:.1f}% val recall): retriever={retriever} rules={rules} symmetric={sym}"
+        )
+        print(f"DEFAULT_PAIR_FLOOR = {floor}\nDEFAULT_PAIR_DECISION = {round(thr, 4)}")
+    v = Verifier(
+        min_similarity=DEFAULT_PAIR_FLOOR, pair_model=ce, pair_decision=DEFAULT_PAIR_DECISION
+    )
+    ts = ce_pipeline_scores(test, lt, v.min_similarity, True, False)
+    vs = ce_pipeline_scores(val, lv, v.min_similarity, True, False)
+    for name, part, sc in (("val", val, vs), ("test", test, ts)):
+        fh, rc = rates(sc >= v.pair_decision, part.y)
+        print(
+            f"shipped (floor {v.min_similarity}, rules, decision {v.pair_decision}) {name}: "
+            f"false-hit {fh * 100:.2f}%  recall {rc * 100:.2f}%"
+        )
+    # Spot check that the vectorised figures are what the Verifier itself decides.
+    sample = range(0, len(test.pairs), max(1, len(test.pairs) // 300))
+    agree = sum(
+        v.verify(test.facts[test.pairs[i][0]], test.facts[test.pairs[i][1]], float(test.cos[i])).ok
+        == bool(ts[i] >= v.pair_decision)
+        for i in sample
+    )
+    print(f"Verifier.verify agrees with the vectorised decision on {agree}/{len(sample)} pairs")
+    ce_cost(ce)
+
+
+def stack(val: PairSet, test: PairSet, lv: np.ndarray, lt: np.ndarray) -> None:
+    """Logistic regression over the lexical features + the CE logits, fitted on val only
+    (5-fold out-of-fold probabilities pick the threshold), applied to test."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    for rules in (True, False):
+        fv, ft = [], []
+        for ps, lg in ((val, lv), (test, lt)):
+            ok = (ps.cos >= 0.6) & (rules_ok(ps) if rules else True)
+            X = np.hstack([ps.X, lg, lg.mean(1, keepdims=True)])
+            fv.append((X, ok)) if ps is val else ft.append((X, ok))
+        (Xv, okv), (Xt, okt) = fv[0], ft[0]
+        mu, sd = Xv[okv].mean(0), Xv[okv].std(0) + 1e-9
+        clf = LogisticRegression(C=1.0, max_iter=2000)
+        oof = np.zeros(len(val.pairs))
+        oof[okv] = cross_val_predict(
+            clf, (Xv[okv] - mu) / sd, val.y[okv], cv=5, method="predict_proba"
+        )[:, 1]
+        clf.fit((Xv[okv] - mu) / sd, val.y[okv])
+        pt = np.zeros(len(test.pairs))
+        pt[okt] = clf.predict_proba((Xt[okt] - mu) / sd)[:, 1]
+        cells = []
+        for target in CE_TARGETS:
+            thr = pick_threshold(oof, val.y, target)
+            fh, rc = rates(pt >= thr, test.y)
+            cells.append(f"{target * 100:.2f}%: {thr:.4f} {fh * 100:5.2f}% {rc * 100:5.2f}%")
+        print(
+            f"stacked LR (features + CE logits, fitted on val, floor 0.6, rules "
+            f"{'on' if rules else 'off'}): " + " | ".join(cells)
+        )
+
+
+def pick_threshold(scores: np.ndarray, y: np.ndarray, target: float) -> float:
+    """The lowest threshold whose false-hit rate over all non-duplicates is <= target."""
+    neg = np.sort(scores[y == 0])[::-1]
+    k = int(target * len(neg))
+    thr = float(np.nextafter(neg[k], np.inf)) if k < len(neg) else 0.0
+    return max(thr, 1e-9)
+
+
+def ce_cost(ce: Any, rounds: int = 20) -> None:
+    """CPU-ms per verification: one pair, and a batch of three candidates."""
+    ce.score([("warm", "up")])
+    one, three = [], []
+    for r in range(rounds):
+        for i, p in enumerate(CHAT_PROMPTS):
+            q = f"{p} ({r})"
+            c = CHAT_PROMPTS[(i + 1) % len(CHAT_PROMPTS)]
+            t = time.process_time()
+            ce.score([(p, q)])
+            one.append((time.process_time() - t) * 1000)
+            t = time.process_time()
+            ce.score([(p, q), (c, q), (q, c)])
+            three.append((time.process_time() - t) * 1000)
+    a, b = np.array(one), np.array(three)
+    print(
+        f"cross-encoder CPU-ms per verification (chat prompts, 1 thread): 1 pair p50 "
+        f"{np.percentile(a, 50):.2f} p99 {np.percentile(a, 99):.2f}; batch of 3 p50 "
+        f"{np.percentile(b, 50):.2f} p99 {np.percentile(b, 99):.2f}"
+    )
 
 
 def rates(hits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -272,6 +505,10 @@ def main() -> None:
     ap.add_argument("--target-fhr", type=float, default=0.006, help="tune-half false-hit target")
     ap.add_argument("--min-sim", type=float, default=0.80)
     ap.add_argument("--mrpc", action="store_true", help="also report MRPC")
+    ap.add_argument("--ce", action="store_true", help="also report the cross-encoder verifier")
+    ap.add_argument("--fit-ce", action="store_true", help="pick the cross-encoder floor/decision")
+    ap.add_argument("--e2e", action="store_true", help="embed+search+verify at 100k real questions")
+    ap.add_argument("--ce-model", type=Path, default=None, help="ONNX file (default: bundled)")
     ap.add_argument("--entries", type=int, default=None)
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--no-latency", action="store_true")
@@ -343,6 +580,16 @@ def main() -> None:
             rej[r.reason] = rej.get(r.reason, 0) + 1
     print(f"non-duplicates above the floor rejected by: {rej}")
 
+    if args.ce or args.fit_ce:
+        from keel.ml.cross_encoder import default_model_path
+
+        is_val = np.array([val_of(a, b) for a, b, _ in pairs])
+        report_ce(ps.subset(is_val), test, args.ce_model or default_model_path(), args.fit_ce)
+
+    if args.e2e:
+        for retriever in ("static", "minilm"):
+            latency_e2e(pairs, vecs, retriever, args.entries or 100_000)
+
     if args.mrpc:
         mp = load_mrpc()
         mv = embed_cached([t for a, b, _ in mp for t in (a, b)])
@@ -357,6 +604,92 @@ def main() -> None:
 
     if not args.no_latency:
         report_latency(args)
+
+
+def latency_e2e(
+    pairs: list[tuple[str, str, int]],
+    vecs: dict[str, np.ndarray],
+    retriever: str,
+    n_entries: int = 100_000,
+    n_queries: int = 600,
+) -> None:
+    """embed + search + verify, per query, at ``n_entries`` real QQP questions in one partition.
+
+    Entries: every distinct QQP question (padded to ``n_entries`` with prefixed copies). Queries:
+    the second question of test-half pairs whose first question is cached, half duplicates and
+    half not. CPU time per query (process time, 1 thread) and what was served.
+    """
+    from keel.ml.embeddings import Embedder
+    from keel.ml.static_embeddings import StaticEmbedder
+
+    test = [p for p in pairs if split_of(p[0], p[1]) == "test" and p[0] != p[1]]
+    rng = np.random.default_rng(1)
+    dup = [p for p in test if p[2] == 1]
+    non = [p for p in test if p[2] == 0]
+    qs = [dup[i] for i in rng.choice(len(dup), n_queries // 2, replace=False)]
+    qs += [non[i] for i in rng.choice(len(non), n_queries // 2, replace=False)]
+    asked = {b for _, b, _ in qs} - {a for a, _, _ in qs}
+    # The query texts themselves are not cached (else every lookup is an identical-text hit).
+    texts = sorted({t for a, b, _ in pairs for t in (a, b)} - asked)
+    base = list(texts)
+    while len(texts) < n_entries:
+        texts += ["Please answer briefly: " + t for t in base[: n_entries - len(texts)]]
+    texts = texts[:n_entries]
+    if retriever == "static":
+        emb: Any = StaticEmbedder()
+        ev = emb.embed(texts)
+        floor = DEFAULT_PAIR_FLOOR_STATIC
+    else:
+        emb = Embedder(cache_size=0)
+        ev = np.stack(
+            [
+                vecs[t] if t in vecs else vecs[t.removeprefix("Please answer briefly: ")]
+                for t in texts
+            ]
+        )
+        floor = DEFAULT_PAIR_FLOOR
+    from keel.ml.cross_encoder import load_cross_encoder
+
+    v = Verifier(
+        min_similarity=floor, pair_model=load_cross_encoder(), pair_decision=DEFAULT_PAIR_DECISION
+    )
+    cache = SemanticCache(embedder=emb, verifier=v, max_entries=n_entries + 1, top_k=3)
+    resp = {"choices": [{"index": 0, "message": {"content": "x"}, "finish_reason": "stop"}]}
+    t0 = time.process_time()
+    for t, vec in zip(texts, ev, strict=True):
+        cache.store_vector("bench", t, vec, {**resp, "id": t})
+    build = time.process_time() - t0
+    emb_ms, look_ms = [], []
+    served = {"dup_partner": 0, "dup_other": 0, "non_partner": 0, "non_other": 0}
+    for a, b, y in qs:
+        t = time.process_time()
+        q = emb.embed([b])[0]
+        t1 = time.process_time()
+        hit = cache.lookup_vector("bench", b, q)
+        t2 = time.process_time()
+        emb_ms.append((t1 - t) * 1000)
+        look_ms.append((t2 - t1) * 1000)
+        if hit is not None:
+            k = ("dup_" if y else "non_") + ("partner" if hit.response["id"] == a else "other")
+            served[k] += 1
+    e, lk = np.array(emb_ms), np.array(look_ms)
+    tot = e + lk
+    nd = n_queries // 2
+    print(
+        f"\n## end to end at {n_entries:,} real questions, retriever {retriever} (floor {floor}), "
+        f"cross-encoder decision {DEFAULT_PAIR_DECISION}, top-3, 1 thread; load "
+        f"{os.getloadavg()[0]:.1f}; insert {build:.0f} CPU-s"
+    )
+    print(
+        f"CPU ms per query: embed p50 {np.percentile(e, 50):.2f} p99 {np.percentile(e, 99):.2f} | "
+        f"search+verify p50 {np.percentile(lk, 50):.2f} p99 {np.percentile(lk, 99):.2f} | "
+        f"total p50 {np.percentile(tot, 50):.2f} p99 {np.percentile(tot, 99):.2f} max {tot.max():.2f}"
+    )
+    print(
+        f"served: {nd} duplicate queries -> {served['dup_partner']} own pair's answer, "
+        f"{served['dup_other']} another entry's; {nd} non-duplicates -> "
+        f"{served['non_partner']} pair partner (false hit), {served['non_other']} another entry"
+    )
 
 
 def report_latency(args: argparse.Namespace) -> None:

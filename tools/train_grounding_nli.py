@@ -252,9 +252,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument(
-        "--out", type=Path, default=ROOT / "build/grounding-nli-minilm-l2-int8.onnx"
-    )
+    ap.add_argument("--out", type=Path, default=ROOT / "build/grounding-nli-minilm-l2-int8.onnx")
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--qa-rows", type=int, default=TRAIN_ROWS["qa"])
     ap.add_argument("--dialogue-rows", type=int, default=TRAIN_ROWS["dialogue"])

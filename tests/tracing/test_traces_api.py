@@ -389,7 +389,9 @@ def test_huge_numeric_filters_are_rejected_not_crashing() -> None:
     from keel.settings import Settings
     from keel.storage import open_store
 
-    with TestClient(create_app(Settings(), open_store("memory://")), raise_server_exceptions=False) as c:
+    with TestClient(
+        create_app(Settings(), open_store("memory://")), raise_server_exceptions=False
+    ) as c:
         for q in ("min_duration_ms=1e308", "min_cost_usd=1e300", "min_duration_ms=inf"):
             r = c.get(f"/api/traces?{q}")
             assert r.status_code == 400, (q, r.text)

@@ -49,8 +49,6 @@ def tune_runtime() -> None:
     sys.setswitchinterval(0.0005)
 
 
-
-
 SETTINGS_ENV = "KEEL_SERVE_SETTINGS_JSON"
 
 

@@ -12,9 +12,11 @@ two steps:
    …). So only the last user turn is ever matched loosely; its context must match exactly, and
    a tenant never sees another tenant's entries.
 2. **Verify** each candidate with :class:`Verifier`: hard rules (numbers, named entities and
-   negation must agree) and then a learned decision (logistic regression over similarity and
-   lexical-difference features, fitted on a tuning split of QQP, see ``bench/semantic_cache.py``
-   and ``docs/bench-cache.md``). Only a candidate that passes is served.
+   negation must agree) and then a learned decision: a small cross-encoder that reads both
+   texts (``keel.ml.cross_encoder``, trained by ``tools/train_pair_verifier.py``), or, when its
+   model file is missing, logistic regression over similarity and lexical-difference features
+   (both fitted on the tuning half of QQP; see ``bench/semantic_cache.py`` and
+   ``docs/bench-cache.md``). Only a candidate that passes is served.
 
 Usage::
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import math
 import re
 import threading
@@ -45,9 +48,12 @@ import orjson
 from keel.gateway.cache import is_cacheable, normalize_request, scope_bytes
 from keel.gateway.provider import Body, CacheHit, CacheScope
 from keel.ml import text as mltext
+from keel.ml.static_embeddings import MODEL_NAME as STATIC_MODEL_NAME
 
 if TYPE_CHECKING:
     import numpy as np
+
+log = logging.getLogger("keel.gateway")
 
 
 class TextEmbedder(Protocol):
@@ -345,14 +351,31 @@ DEFAULT_BIAS = 0.85003150140024
 DEFAULT_DECISION = 0.8925
 
 
+class PairModel(Protocol):
+    """A pair classifier (``keel.ml.cross_encoder.CrossEncoder`` is one)."""
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """P(the two texts ask the same thing), one per ``(cached, query)`` pair."""
+        ...
+
+
+# Picked by ``python bench/semantic_cache.py --fit-ce`` on the validation slice of the tuning
+# half (never on the test half); see docs/bench-cache.md.
+DEFAULT_PAIR_FLOOR = 0.60  # MiniLM cosine
+DEFAULT_PAIR_FLOOR_STATIC = 0.70  # cosine of the static embedder (keel.ml.static_embeddings)
+DEFAULT_PAIR_DECISION = 0.8928  # val 1 % false-hit target, rules on, one order
+
+
 @dataclass(slots=True)
 class Verifier:
-    """Hard agreement rules, then a logistic decision over :data:`FEATURES`.
+    """Hard agreement rules, then a learned decision.
 
     ``min_similarity`` is the retrieval floor (no candidate below it is considered). The rules
     reject a candidate whose numbers differ, whose named entities do not appear in the other
-    text, or whose negation differs. ``decision`` is the probability the learned model must
-    reach; raise it for fewer false hits, lower it for more hits.
+    text, or whose negation differs. Then, when ``pair_model`` is set (the cross-encoder, see
+    :func:`default_verifier`), its probability must reach ``pair_decision``; otherwise a
+    logistic model over :data:`FEATURES` must reach ``decision``. Raise either for fewer false
+    hits, lower it for more hits.
     """
 
     min_similarity: float = 0.80
@@ -362,6 +385,8 @@ class Verifier:
     check_numbers: bool = True
     check_entities: bool = True
     check_negation: bool = True
+    pair_model: PairModel | None = None
+    pair_decision: float = DEFAULT_PAIR_DECISION
 
     def rules(self, a: TextFacts, b: TextFacts) -> str | None:
         """The first hard rule the pair breaks, or None."""
@@ -374,22 +399,83 @@ class Verifier:
         return None
 
     def score(self, a: TextFacts, b: TextFacts, cos: float) -> float:
-        """The learned probability that ``b`` asks the same as ``a``."""
+        """The logistic model's probability that ``b`` asks the same as ``a``."""
         f = pair_features(a, b, cos)
         z = self.bias + sum(self.weights.get(n, 0.0) * v for n, v in zip(FEATURES, f, strict=True))
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
     def verify(self, a: TextFacts, b: TextFacts, cos: float) -> Verdict:
         """Accept or reject serving ``a``'s answer for query ``b`` at similarity ``cos``."""
-        if cos < self.min_similarity:
-            return Verdict(False, "similarity", 0.0)
-        if a.text == b.text:
-            return Verdict(True, "identical", 1.0)
-        broken = self.rules(a, b)
-        if broken:
-            return Verdict(False, broken, 0.0)
-        p = self.score(a, b, cos)
-        return Verdict(p >= self.decision, "model" if p < self.decision else "ok", p)
+        return self.verify_many([(a, cos)], b)[0]
+
+    def verify_many(
+        self, cands: Sequence[tuple[TextFacts, float]], q: TextFacts, *, first_ok: bool = False
+    ) -> list[Verdict]:
+        """:meth:`verify` for several cached candidates of one query, best first.
+
+        Candidates that fail the floor or the rules never reach the pair model. With
+        ``first_ok`` the pair model runs one candidate at a time and the list ends at the
+        first accepted one (a lookup serves that one, so judging the rest is wasted CPU);
+        otherwise all remaining candidates are scored in one batched run.
+        """
+        out: list[Verdict | None] = []
+        todo: list[int] = []
+        for i, (a, cos) in enumerate(cands):
+            if cos < self.min_similarity:
+                out.append(Verdict(False, "similarity", 0.0))
+            elif a.text == q.text:
+                out.append(Verdict(True, "identical", 1.0))
+            elif broken := self.rules(a, q):
+                out.append(Verdict(False, broken, 0.0))
+            else:
+                out.append(None)
+                todo.append(i)
+        if first_ok:
+            for i, v in enumerate(out):
+                if v is not None and v.ok:
+                    todo = [j for j in todo if j < i]
+                    out = out[: i + 1]
+                    break
+        model = self.pair_model
+        if todo and model is not None:
+            groups = [[i] for i in todo] if first_ok else [todo]
+            for group in groups:
+                probs = model.score([(cands[i][0].text, q.text) for i in group])
+                for i, p in zip(group, probs, strict=True):
+                    ok = float(p) >= self.pair_decision
+                    out[i] = Verdict(ok, "ok" if ok else "model", float(p))
+                    if ok and first_ok:
+                        return [v for v in out[: i + 1] if v is not None]
+        else:
+            for i in todo:
+                p = self.score(cands[i][0], q, cands[i][1])
+                out[i] = Verdict(p >= self.decision, "model" if p < self.decision else "ok", p)
+        return [v for v in out if v is not None]
+
+
+def default_verifier(*, static_retriever: bool = False) -> Verifier:
+    """The logistic verifier, or the cross-encoder one when ``KEEL_CACHE_PAIR_MODEL`` names a
+    model that loads (opt-in, none shipped: see :mod:`keel.ml.cross_encoder`).
+
+    ``static_retriever``: candidates come from the static embedder
+    (``keel.ml.static_embeddings``), whose cosines run lower than MiniLM's, so the retrieval
+    floor is its own. The logistic fallback was fitted on MiniLM cosines only.
+
+    The fallback is logged once (``keel.ml`` logger) by
+    :func:`keel.ml.cross_encoder.load_cross_encoder`, and again here so the gateway's log says
+    what the cache decided.
+    """
+    from keel.ml.cross_encoder import load_cross_encoder
+
+    ce = load_cross_encoder()
+    if ce is None:
+        from keel.ml.cross_encoder import default_model_path
+
+        if default_model_path() is not None:  # configured but unusable: say so
+            log.warning("semantic cache: cross-encoder missing, verifying with the logistic model")
+        return Verifier()
+    floor = DEFAULT_PAIR_FLOOR_STATIC if static_retriever else DEFAULT_PAIR_FLOOR
+    return Verifier(min_similarity=floor, pair_model=ce, pair_decision=DEFAULT_PAIR_DECISION)
 
 
 # --------------------------------------------------------------------------- vector index
@@ -582,7 +668,7 @@ class SemanticCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._embedder = embedder
-        self.verifier = verifier or Verifier()
+        self._verifier = verifier  # None: default_verifier() on first use
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self.top_k = top_k
@@ -592,6 +678,21 @@ class SemanticCache:
         self._parts: dict[str, _Partition] = {}
         self._lock = threading.RLock()
         self.stats: dict[str, int] = {"hits": 0, "misses": 0, "stores": 0, "skipped": 0}
+
+    @property
+    def verifier(self) -> Verifier:
+        """The verifier; by default the cross-encoder one, loaded on first use (with a logged
+        fallback to the logistic verifier when its model file is missing)."""
+        if self._verifier is None:
+            with self._lock:
+                if self._verifier is None:
+                    static = getattr(self._embedder, "model", "") == STATIC_MODEL_NAME
+                    self._verifier = default_verifier(static_retriever=static)
+        return self._verifier
+
+    @verifier.setter
+    def verifier(self, value: Verifier) -> None:
+        self._verifier = value
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         if self._embedder is None:
@@ -620,26 +721,32 @@ class SemanticCache:
         """Search and verify with an already computed query vector."""
         qf = text_facts(text)
         now = self._clock()
+        verifier = self.verifier
         with self._lock:
             part = self._parts.get(part_key)
             if part is None:
                 self.stats["misses"] += 1
                 return None
-            cands = part.index.search(vec, self.top_k, self.verifier.min_similarity)
-            for row, sim in cands:
+            live: list[tuple[_Entry, float]] = []
+            for row, sim in part.index.search(vec, self.top_k, verifier.min_similarity):
                 e = part.entries.get(row)
                 if e is None:
                     continue
                 if e.expires_at <= now:
                     self._drop(part, row)
                     continue
-                v = self.verifier.verify(e.facts, qf, sim)
+                live.append((e, sim))
+        # Verification (a cross-encoder run of a few ms) happens outside the lock; entries
+        # are immutable, so a concurrent store or drop cannot change what is judged here.
+        verdicts = verifier.verify_many([(e.facts, sim) for e, sim in live], qf, first_ok=True)
+        with self._lock:
+            for (e, sim), v in zip(live, verdicts, strict=False):
                 if v.ok:
                     self.stats["hits"] += 1
                     return CacheHit(response=orjson.loads(e.response), similarity=sim)
                 self.stats["reject_" + v.reason] = self.stats.get("reject_" + v.reason, 0) + 1
             self.stats["misses"] += 1
-            return None
+        return None
 
     def store_sync(
         self, scope: CacheScope, request: Body, response: Body, *, ttl_s: float | None = None
@@ -735,7 +842,8 @@ def describe(verifier: Verifier) -> dict[str, Any]:
     """The verifier's settings (for span attributes and the docs)."""
     return {
         "min_similarity": verifier.min_similarity,
-        "decision": verifier.decision,
+        "decision": verifier.pair_decision if verifier.pair_model else verifier.decision,
+        "model": "cross-encoder" if verifier.pair_model else "logistic",
         "rules": [
             n
             for n, on in (
