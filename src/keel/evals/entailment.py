@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import threading
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,26 +131,13 @@ class EntailmentModel:
 
     def __init__(self, path: str | Path, *, threads: int = 1) -> None:
         import numpy
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         self._np = numpy
         self.path = Path(path)
-        tok_text = resources.files("keel.assets").joinpath("minilm-tokenizer.json")
-        tok = Tokenizer.from_str(tok_text.read_text(encoding="utf-8"))
-        tok.enable_truncation(max_length=MAX_TOKENS, strategy="longest_first")
-        tok.enable_padding(pad_id=0, pad_token="[PAD]")
-        self._tok = tok
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, threads)
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            str(self.path), opts, providers=["CPUExecutionProvider"]
-        )
+        from keel.ml.embeddings import minilm_tokenizer, onnx_session
+
+        self._tok = minilm_tokenizer(MAX_TOKENS, pad=True)
+        self._session = onnx_session(str(self.path), threads)
         self._inputs = {i.name for i in self._session.get_inputs()}
 
     def logits(self, pairs: list[tuple[str, str]]) -> np.ndarray:

