@@ -28,7 +28,6 @@ from keel.settings import Settings
 from keel.storage import open_store
 from keel.storage.spans import SpanRecord
 from keel.storage.sql import SqlStore
-from keel.storage.sql import engine as sql_engine
 
 
 def _span(i: int, project_id: str = "p") -> Span:
@@ -132,39 +131,44 @@ def _sqlite_heap() -> int:
     return int(lib.sqlite3_memory_used())
 
 
-def test_sqlite_page_caches_share_one_soft_heap_limit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+_HEAP_CHECK = """
+import ctypes, sys
+from keel.storage.sql import engine as sql_engine
+lib = ctypes.CDLL("libsqlite3.so.0")
+lib.sqlite3_memory_used.restype = ctypes.c_int64
+limit = 4 * 1024 * 1024
+sql_engine.SOFT_HEAP_LIMIT = limit
+db = sql_engine.Database("sqlite:///" + sys.argv[1], pool_size=3)
+with db.write() as conn:
+    conn.exec_driver_sql("CREATE TABLE t (k TEXT PRIMARY KEY, v BLOB)")
+    conn.exec_driver_sql(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40000)"
+        " INSERT INTO t SELECT printf('%032x', i * 2654435761 % 4294967296), randomblob(400)"
+        " FROM n"
+    )
+conns = [db.engine.connect() for _ in range(3)]  # three pooled connections at once
+for c in conns:
+    c.exec_driver_sql("SELECT sum(length(v)) FROM t").fetchall()
+    assert c.exec_driver_sql("PRAGMA soft_heap_limit").scalar() == limit
+used = int(lib.sqlite3_memory_used())
+assert used <= limit + 1024 * 1024, used
+"""
+
+
+def test_sqlite_page_caches_share_one_soft_heap_limit(tmp_path: Path) -> None:
     """Each pooled connection has its own page cache; the soft heap limit caps them together
-    (without it, three connections reading a 16 MiB table hold ~48 MiB of cache)."""
+    (without it, three connections reading a 16 MiB table hold ~48 MiB of cache). In a fresh
+    process: the limit and the heap it caps are process-wide, shared with other tests."""
+    import subprocess
+    import sys
+
     try:
         _sqlite_heap()
     except OSError:
         pytest.skip("the sqlite3 module is not linked to a shared libsqlite3")
-    limit = 4 * 1024 * 1024
-    monkeypatch.setattr(sql_engine, "SOFT_HEAP_LIMIT", limit)
-    db = sql_engine.Database(f"sqlite:///{tmp_path / 'k.db'}", pool_size=3)
-    try:
-        with db.write() as conn:
-            conn.exec_driver_sql("CREATE TABLE t (k TEXT PRIMARY KEY, v BLOB)")
-            conn.exec_driver_sql(
-                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40000)"
-                " INSERT INTO t SELECT printf('%032x', i * 2654435761 % 4294967296), randomblob(400)"
-                " FROM n"
-            )
-        conns = [db.engine.connect() for _ in range(3)]  # three pooled connections at once
-        try:
-            for c in conns:
-                c.exec_driver_sql("SELECT sum(length(v)) FROM t").fetchall()
-                assert c.exec_driver_sql("PRAGMA soft_heap_limit").scalar() == limit
-        finally:
-            for c in conns:
-                c.close()
-        assert _sqlite_heap() <= limit + 1024 * 1024
-    finally:
-        db.dispose()
-        with sql_engine.Database(f"sqlite:///{tmp_path / 'reset.db'}").read() as c:
-            c.exec_driver_sql(f"PRAGMA soft_heap_limit={sql_engine.SOFT_HEAP_LIMIT}")
+    subprocess.run(
+        [sys.executable, "-c", _HEAP_CHECK, str(tmp_path / "k.db")], check=True, timeout=120
+    )
 
 
 # ------------------------------------------------------------------ the gateway, end to end

@@ -132,8 +132,8 @@ def test_fast_route_answers_like_the_framework_route(pair: tuple[Any, Any]) -> N
         assert a.headers.get("retry-after") == b.headers.get("retry-after"), name
         assert a.headers.get("www-authenticate") == b.headers.get("www-authenticate"), name
         if a.status_code == 413 and "streamed" in name:
-            # the framework path's exception handler renders this 413 with a generic code
-            assert a.json()["error"]["code"] == "payload_too_large"
+            # same code; the messages differ only in naming the cap
+            assert a.json()["error"]["code"] == b.json()["error"]["code"] == "payload_too_large"
         else:
             assert a.content == b.content, name
         statuses.add(a.status_code)

@@ -106,6 +106,19 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return (f"{where}: {msg}" if where else msg), where
 
 
+def internal_error_response() -> Response:
+    """500 for a bug: logs the exception being handled under a new incident id, which the
+    envelope names (call it from an ``except`` block)."""
+    incident = new_id("err")
+    log.exception("unhandled error %s", incident)
+    return error_response(
+        500,
+        f"internal error (incident {incident})",
+        "internal_error",
+        hint="this is a bug in Keel; the server log has the details under this incident id",
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn every error into the envelope."""
 
@@ -126,18 +139,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException) -> Response:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status_code, "http_error"
+        )
         return error_response(
             exc.status_code, str(exc.detail), code, headers=getattr(exc, "headers", None)
         )
 
     @app.exception_handler(Exception)
     async def _unexpected(_req: Request, exc: Exception) -> Response:
-        incident = new_id("err")
-        log.exception("unhandled error %s", incident)
-        return error_response(
-            500,
-            f"internal error (incident {incident})",
-            "internal_error",
-            hint="this is a bug in Keel; the server log has the details under this incident id",
-        )
+        return internal_error_response()

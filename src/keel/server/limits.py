@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from keel.errors import InvalidInputError, KeelError
 from keel.server.errors import error_body
 
 ASGIApp = Any
@@ -109,3 +111,78 @@ async def _send_error(send: Any, status: int, message: str, code: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+# ------------------------------------------------------------------ for raw ASGI fast routes
+
+
+class ReqHeaders(dict[str, str]):
+    """Request headers read once into a dict (names lower-cased by the server; first value
+    wins, as with Starlette's ``Headers.get``): the pipeline looks up several of them."""
+
+    __slots__ = ()
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return dict.get(self, key.lower(), default)
+
+    def getlist(self, key: str) -> list[str]:
+        v = dict.get(self, key.lower())
+        return [] if v is None else [v]
+
+
+def read_headers(raw: Any) -> ReqHeaders:
+    """An ASGI scope's raw header list as :class:`ReqHeaders`."""
+    h = ReqHeaders()
+    for k, v in raw:
+        name = k.decode("latin-1").lower()
+        if name not in h:
+            h[name] = v.decode("latin-1")
+    return h
+
+
+class BodyOverCap(Exception):
+    """The body grew past the cap while it was read (``error`` is the 413 to answer with).
+
+    Not a :class:`KeelError`, so a handler's own error mapping cannot turn it into another
+    format: fast routes answer it with the JSON envelope, as :class:`BodyLimitMiddleware` does.
+    """
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(f"request body is over the {cap}-byte limit")
+        self.error = KeelError(str(self), status=413, code="payload_too_large")
+
+
+def check_content_length(headers: Mapping[str, str], cap: int) -> None:
+    """400 for a malformed ``Content-Length``, 413 when it announces more than ``cap``."""
+    cl = headers.get("content-length")
+    if cl is None:
+        return
+    try:
+        length = int(cl)
+    except ValueError:
+        raise InvalidInputError("invalid Content-Length header") from None
+    if length > cap:
+        raise KeelError(
+            f"request body of {length} bytes is over the {cap}-byte limit",
+            status=413,
+            code="payload_too_large",
+        )
+
+
+async def read_body_capped(receive: Any, cap: int) -> bytes | None:
+    """The whole request body, or None if the client went away; :class:`BodyOverCap` past
+    ``cap`` bytes (counted as they arrive, whatever Content-Length said)."""
+    chunks: list[bytes] = []
+    seen = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            return None
+        part = msg.get("body", b"")
+        if part:
+            seen += len(part)
+            if seen > cap:
+                raise BodyOverCap(cap)
+            chunks.append(part)
+        if not msg.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -24,7 +24,13 @@ from starlette.responses import Response, StreamingResponse
 from keel.errors import InvalidInputError, KeelError, ProviderError
 from keel.server.auth import AuthContext
 from keel.server.deps import AppContext
-from keel.server.errors import error_body, error_response
+from keel.server.errors import error_body, error_response, internal_error_response
+from keel.server.limits import (
+    BodyOverCap,
+    check_content_length,
+    read_body_capped,
+    read_headers,
+)
 
 log = logging.getLogger("keel.gateway")
 
@@ -134,29 +140,6 @@ class _JsonResponse(Response):
         ]
 
 
-class _ReqHeaders(dict[str, str]):
-    """Request headers read once into a dict (names lower-cased by the server; first value
-    wins, as with Starlette's ``Headers.get``): the pipeline looks up several of them."""
-
-    __slots__ = ()
-
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
-        return dict.get(self, key.lower(), default)
-
-    def getlist(self, key: str) -> list[str]:
-        v = dict.get(self, key.lower())
-        return [] if v is None else [v]
-
-
-def _read_headers(raw: Any) -> _ReqHeaders:
-    h = _ReqHeaders()
-    for k, v in raw:
-        name = k.decode("latin-1").lower()
-        if name not in h:
-            h[name] = v.decode("latin-1")
-    return h
-
-
 async def fast_chat_completions(
     ctx: AppContext, scope: dict[str, Any], receive: Any, send: Any, max_bytes: int
 ) -> None:
@@ -165,54 +148,20 @@ async def fast_chat_completions(
     Does what the framework stack does for this one route (body cap → 413, OpenAI error
     envelope, 500 with an incident id on a bug) without its middleware layers.
     """
-    headers = _read_headers(scope["headers"])
+    headers = read_headers(scope["headers"])
     try:
-        cl = headers.get("content-length")
-        if cl is not None:
-            try:
-                length = int(cl)
-            except ValueError:
-                raise InvalidInputError("invalid Content-Length header") from None
-            if length > max_bytes:
-                raise KeelError(
-                    f"request body of {length} bytes is over the {max_bytes}-byte limit",
-                    status=413,
-                    code="payload_too_large",
-                )
+        check_content_length(headers, max_bytes)
         auth = _auth(ctx, headers)
-        chunks: list[bytes] = []
-        seen = 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                return
-            part = msg.get("body", b"")
-            if part:
-                seen += len(part)
-                if seen > max_bytes:
-                    raise KeelError(
-                        f"request body is over the {max_bytes}-byte limit",
-                        status=413,
-                        code="payload_too_large",
-                    )
-                chunks.append(part)
-            if not msg.get("more_body", False):
-                break
-        raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        raw = await read_body_capped(receive, max_bytes)
+        if raw is None:
+            return  # the client went away
         response = await _chat(ctx, auth, raw, headers)
+    except BodyOverCap as e:
+        response = _error(e.error)
     except KeelError as e:
         response = _error(e)
     except Exception:
-        from keel.core.ids import new_id
-
-        incident = new_id("err")
-        log.exception("unhandled error %s", incident)
-        response = error_response(
-            500,
-            f"internal error (incident {incident})",
-            "internal_error",
-            hint="this is a bug in Keel; the server log has the details under this incident id",
-        )
+        response = internal_error_response()
     await response(scope, receive, send)
 
 

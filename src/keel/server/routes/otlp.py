@@ -41,9 +41,10 @@ from keel.otlp.decode import (
 from keel.otlp.encode import encode_protobuf
 from keel.server.auth import AuthContext
 from keel.server.deps import AppContext, get_context, require_auth
-from keel.server.errors import keel_error_response
+from keel.server.errors import internal_error_response, keel_error_response
 from keel.server.forward import OtlpForwarder
 from keel.server.ingest import IngestWriter, TraceEvents
+from keel.server.limits import BodyOverCap, check_content_length, read_body_capped, read_headers
 from keel.settings import resolve_secret
 
 log = logging.getLogger("keel.otlp")
@@ -223,10 +224,6 @@ async def _export(
     return _success(batch, mt)
 
 
-class _BodyOverCap(Exception):
-    pass
-
-
 async def fast_export(ctx: AppContext, scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Raw ASGI entry for ``POST /v1/traces`` ahead of the framework stack.
 
@@ -235,46 +232,21 @@ async def fast_export(ctx: AppContext, scope: dict[str, Any], receive: Any, send
     incident id on a bug) without its layers, which each bulk span body crossed chunk by chunk
     (~1 ms of the event loop's CPU per 600 KB export, which the ingest writer then waits for).
     """
-    headers: dict[str, str] = {}
-    for k, v in scope["headers"]:
-        name = k.decode("latin-1").lower()
-        if name not in headers:
-            headers[name] = v.decode("latin-1")
+    headers = read_headers(scope["headers"])
     cap = ctx.settings.tracing.max_body_bytes
     disconnected = False
 
     async def read_body() -> bytes:
         nonlocal disconnected
-        chunks: list[bytes] = []
-        seen = 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                disconnected = True
-                raise UnavailableError("client disconnected", retry_after=1)
-            part = msg.get("body", b"")
-            if part:
-                seen += len(part)
-                if seen > cap:
-                    raise _BodyOverCap
-                chunks.append(part)
-            if not msg.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        body = await read_body_capped(receive, cap)
+        if body is None:
+            disconnected = True
+            raise UnavailableError("client disconnected", retry_after=1)
+        return body
 
     response: Response
     try:
-        cl = headers.get("content-length")
-        if cl is not None:
-            try:
-                length = int(cl)
-            except ValueError:
-                raise InvalidInputError("invalid Content-Length header") from None
-            if length > cap:
-                raise KeelError(
-                    f"request body of {length} bytes is over the {cap}-byte limit",
-                    status=413,
-                    code="payload_too_large",
-                )
+        check_content_length(headers, cap)
         authz, xkey = headers.get("authorization"), headers.get("x-api-key")
         auth = ctx.auth.cached(authz, xkey)
         if auth is None:
@@ -282,27 +254,12 @@ async def fast_export(ctx: AppContext, scope: dict[str, Any], receive: Any, send
         response = await _export(
             ctx, auth, headers.get("content-type"), headers.get("content-encoding"), read_body
         )
-    except _BodyOverCap:
-        response = keel_error_response(
-            KeelError(
-                f"request body is over the {cap}-byte limit", status=413, code="payload_too_large"
-            )
-        )
+    except BodyOverCap as e:
+        response = keel_error_response(e.error)
     except KeelError as e:
         response = keel_error_response(e)
     except Exception:
-        from keel.core.ids import new_id
-
-        incident = new_id("err")
-        log.exception("unhandled error %s", incident)
-        response = keel_error_response(
-            KeelError(
-                f"internal error (incident {incident})",
-                status=500,
-                code="internal_error",
-                hint="this is a bug in Keel; the server log has the details under this incident id",
-            )
-        )
+        response = internal_error_response()
     if disconnected:
         return
     await response(scope, receive, send)
