@@ -121,24 +121,18 @@ def serve(
         # writers on its file lock); in-memory gateway limits and budgets are per process, so
         # shared limits need the Redis backend (docs/gateway-cache-and-limits.md).
         store.close()
-        # uvicorn restarts a worker that dies at start-up, forever and quietly: import the
-        # app's modules here first, so a broken install fails once, with its traceback
+        # import the app's modules here first, so a broken install fails once, in this
+        # process, with its traceback (a worker dying before it serves stops the server too)
         import importlib
 
         from keel.server.app import ROUTER_MODULES
 
         for module in ROUTER_MODULES:
             importlib.import_module(module)
-        os.environ[SETTINGS_ENV] = settings.model_dump_json()
-        uvicorn.run(
-            "keel.cli.serve:app_from_env",
-            factory=True,
-            workers=workers,
-            host=settings.server.host,
-            port=settings.server.port,
-            log_level=log_level,
-            access_log=False,
-        )
+        from keel.server import workers as balancer
+
+        env = {**os.environ, SETTINGS_ENV: settings.model_dump_json()}
+        balancer.run(settings.server.host, settings.server.port, workers, log_level, env)
         return
     app = create_app(settings, store)
     tune_runtime()
