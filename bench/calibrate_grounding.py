@@ -87,13 +87,16 @@ PRIOR_CAPS = {
 MODEL = False  # --model: features with the cross-encoder (fits WEIGHTS_MODEL)
 
 
-def featurize(examples: list[tuple[str, str, str | None]]) -> np.ndarray:
-    """Feature matrix (rows in FEATURES order) of (response, context, query) triples."""
+def featurize(examples: list[tuple[str, str, str | None]]) -> tuple[np.ndarray, np.ndarray]:
+    """Feature matrix (rows in FEATURES order) of (response, context, query) triples, and
+    whether each row is scored in the document regime."""
     rows = []
+    docs = []
     for resp, ctx, q in examples:
-        f = G.check_grounding(resp, ctx, query=q, model=MODEL).features
-        rows.append([f[k] for k in G.FEATURES])
-    return np.array(rows, dtype=float)
+        rep = G.check_grounding(resp, ctx, query=q, model=MODEL)
+        rows.append([rep.features[k] for k in G.FEATURES])
+        docs.append(rep.regime == "document")
+    return np.array(rows, dtype=float), np.array(docs, dtype=bool)
 
 
 def fit(
@@ -130,6 +133,10 @@ def fit(
     return wo, float(b - wo @ mu)
 
 
+def _rows(xy: tuple[np.ndarray, np.ndarray], mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return xy[0][mask], xy[1][mask]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -150,14 +157,16 @@ def main() -> None:
     global MODEL
     MODEL = args.model
     if not MODEL:  # the lexical model may not use the cross-encoder's features
-        for reg in EXCLUDED.values():
-            reg.update({"nli_min", "nli_mean"})
+        for excluded in EXCLUDED.values():
+            excluded.update({"nli_min", "nli_mean"})
 
     t0 = time.time()
     data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    is_doc: dict[str, np.ndarray] = {}
     if args.cache and args.cache.exists():
         z = np.load(args.cache)
         data = {t: (z[f"{t}_X"], z[f"{t}_y"]) for t in TASKS}
+        is_doc = {t: z[f"{t}_doc"] for t in TASKS}
         Xh, yh = z["hard_X"], z["hard_y"]
     else:
         for task in TASKS:
@@ -165,40 +174,44 @@ def main() -> None:
             if MODEL:  # rows the cross-encoder was trained on would be in-sample for it
                 exclude = sample_rows(DEV, TRAIN_ROWS[task], TRAIN_SEED)
             ex = load(task, DEV, sample=args.rows, seed=11, exclude=exclude)
-            data[task] = (
-                featurize([(e.response, e.context, e.query) for e in ex]),
-                np.array([e.label for e in ex]),
-            )
+            X, docs = featurize([(e.response, e.context, e.query) for e in ex])
+            data[task] = (X, np.array([e.label for e in ex]))
+            is_doc[task] = docs
         hard = [json.loads(line) for line in HARD.read_text().splitlines() if line.strip()]
         hard_dev = [r for r in hard if r["split"] == "dev"]
-        Xh = featurize([(r["response"], r["context"], None) for r in hard_dev])
+        Xh, _ = featurize([(r["response"], r["context"], None) for r in hard_dev])
         yh = np.array([r["label"] for r in hard_dev])
         if args.cache:
-            np.savez(
-                args.cache,
-                hard_X=Xh,
-                hard_y=yh,
-                **{f"{t}_X": data[t][0] for t in TASKS},
-                **{f"{t}_y": data[t][1] for t in TASKS},
-            )
+            arrays: dict[str, np.ndarray] = {"hard_X": Xh, "hard_y": yh}
+            for t in TASKS:
+                arrays.update({f"{t}_X": data[t][0], f"{t}_y": data[t][1], f"{t}_doc": is_doc[t]})
+            np.savez(args.cache, **arrays)  # type: ignore[arg-type]  # numpy stub: allow_pickle
+    # Each regime is fitted on the rows it scores: QA and dialogue rows in the passage regime
+    # (and the hard cases), summaries in the document regime (a few short summaries of short
+    # texts are passages, a few QA/dialogue answers documents; they are left out of both fits).
+    fit_data = {
+        "qa": _rows(data["qa"], ~is_doc["qa"]),
+        "dialogue": _rows(data["dialogue"], ~is_doc["dialogue"]),
+        "summarization": _rows(data["summarization"], is_doc["summarization"]),
+    }
     print(f"features ready in {time.time() - t0:.1f}s", file=sys.stderr)
 
     signs = np.array([SIGNS[f] for f in G.FEATURES], dtype=float)
     caps = np.array([PRIOR_CAPS.get(f, 0.0) for f in G.FEATURES], dtype=float)
     regimes = {
         "passage": (
-            [data["qa"][0], data["dialogue"][0], Xh],
-            [data["qa"][1], data["dialogue"][1], yh],
+            [fit_data["qa"][0], fit_data["dialogue"][0], Xh],
+            [fit_data["qa"][1], fit_data["dialogue"][1], yh],
             [
-                np.ones(len(data["qa"][1])),
-                np.ones(len(data["dialogue"][1])),
+                np.ones(len(fit_data["qa"][1])),
+                np.ones(len(fit_data["dialogue"][1])),
                 np.full(len(yh), args.hard_weight),
             ],
         ),
         "document": (
-            [data["summarization"][0]],
-            [data["summarization"][1]],
-            [np.ones(len(data["summarization"][1]))],
+            [fit_data["summarization"][0]],
+            [fit_data["summarization"][1]],
+            [np.ones(len(fit_data["summarization"][1]))],
         ),
     }
     weights: dict[str, dict[str, float]] = {}
@@ -227,11 +240,11 @@ def main() -> None:
     # HaluEval rows cannot drown the hard cases.
     sources = {
         "passage": [
-            (data["qa"][0], data["qa"][1]),
-            (data["dialogue"][0], data["dialogue"][1]),
+            (fit_data["qa"][0], fit_data["qa"][1]),
+            (fit_data["dialogue"][0], fit_data["dialogue"][1]),
             (Xh, yh),
         ],
-        "document": [(data["summarization"][0], data["summarization"][1])],
+        "document": [(fit_data["summarization"][0], fit_data["summarization"][1])],
     }
     for reg, parts in sources.items():
         scored = [(list(y), scores(X, reg)) for X, y in parts]
@@ -250,9 +263,13 @@ def main() -> None:
             f"{reg}: dev threshold {thr:.3f} (mean balanced accuracy over sources {bacc:.3f}) -> folded into the bias"
         )
     for task in TASKS:
-        X, y = data[task]
-        reg = "document" if task == "summarization" else "passage"
-        p = scores(X, reg)
+        X, y = data[task]  # every sampled row, each scored in its own regime
+        p = [
+            G.predict(
+                dict(zip(G.FEATURES, row, strict=True)), weights["document" if d else "passage"]
+            )
+            for row, d in zip(X, is_doc[task], strict=True)
+        ]
         print(
             f"dev {task:14s} AUC {roc_auc(y, p):.3f}  balanced accuracy at 0.5 {balanced_accuracy(y, p, 0.5):.3f}"
         )

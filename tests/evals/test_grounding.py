@@ -194,3 +194,91 @@ def test_lazy_context_index_details_match_a_fresh_sentence() -> None:
     assert fresh.anchors == s0.anchors and fresh.quantities == s0.quantities
     assert [c.negated for c in fresh.clauses] == [c.negated for c in s0.clauses]
     assert idx.sentences[2].negated is False and "closed" in idx.sentences[2].tokens
+
+
+# --- short answers, statements inside questions, summary-like answers (issue #5) ---------------
+
+CTX_BOOK = (
+    "The Snowman is a picture book without words by the English author Raymond Briggs. "
+    "Refunds at Pelham Books are available within 30 days of purchase, unless the item was "
+    "bought on clearance."
+)
+
+
+@pytest.mark.parametrize(
+    ("query", "answer"),
+    [
+        ("Who wrote The Snowman?", "Raymond Briggs"),
+        ("How long do I have to ask Pelham Books for a refund?", "30 days"),
+    ],
+)
+def test_bare_name_or_number_answer_is_not_a_negation_or_dropped_condition(
+    query: str, answer: str
+) -> None:
+    # A bare name or number asserts no predicate: it cannot flip the polarity of the context
+    # sentence it comes from ('without words') nor drop its condition ('unless ...').
+    rep = check_grounding(answer, CTX_BOOK, query=query)
+    assert not any(c.negation_mismatch or c.condition_dropped for c in rep.claims)
+    assert rep.score >= DEFAULT_THRESHOLD
+
+
+def test_full_sentence_still_drops_the_condition_and_negated_names_are_checked() -> None:
+    rep = check_grounding("Refunds at Pelham Books are available within 30 days.", CTX_BOOK)
+    assert rep.claims[0].condition_dropped and rep.score < DEFAULT_THRESHOLD
+    ctx = "Seth Rogen starred in Adventureland."
+    rep = check_grounding("No, Seth Rogen is not in Adventureland.", ctx)
+    assert rep.claims[0].negation_mismatch and rep.score < DEFAULT_THRESHOLD
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Cowboys & Aliens is written by George Lucas. what else can i do for you?",
+        "Cowboys & Aliens is written by George Lucas, have you read it?",
+        "Did you know that Cowboys & Aliens is written by George Lucas?",
+    ],
+)
+def test_statement_inside_a_question_is_checked(answer: str) -> None:
+    ctx = "Cowboys & Aliens is written by Roberto Orci. Cowboys & Aliens has genre Western."
+    rep = check_grounding(answer, ctx)
+    assert rep.claims and "George Lucas" in rep.claims[0].claim
+    assert rep.score < DEFAULT_THRESHOLD
+    ok = check_grounding(answer.replace("George Lucas", "Roberto Orci"), ctx)
+    assert ok.score >= DEFAULT_THRESHOLD
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Have you seen Aladdin or Flubber?",
+        "Do you know what animal is on the Aladdin poster?",
+        "Do you know their team colors?",
+        "So, what do you think about Aladdin, is it good?",
+        "Did you know that?",
+    ],
+)
+def test_pure_questions_are_still_skipped(answer: str) -> None:
+    rep = check_grounding(answer, "Robin Williams starred in Aladdin.")
+    assert not rep.claims and rep.skipped and rep.score == 1.0
+
+
+def test_multi_sentence_answer_over_a_mid_size_chunk_keeps_the_passage_checks() -> None:
+    """A 3-claim RAG answer over a ~140-word chunk is a passage: a flipped negation still counts
+    (scoring such answers as documents was tried and reverted; see evaluators-grounding.md)."""
+    filler = " ".join(
+        f"Clause {i} of the policy says the harbour at Ostrava Quay handled more ships."
+        for i in range(10)
+    )
+    text = filler + " Refunds are not available after 30 days. Members get free shipping."
+    right = (
+        "Refunds are not available after 30 days. Members get free shipping. "
+        "The harbour at Ostrava Quay handled more ships."
+    )
+    flipped = (
+        "Refunds are available after 30 days. Members get free shipping. "
+        "The harbour at Ostrava Quay handled more ships."
+    )
+    r, f = check_grounding(right, text), check_grounding(flipped, text)
+    assert r.regime == f.regime == "passage"
+    assert f.score < DEFAULT_THRESHOLD <= r.score
+    assert check_grounding(right, text, regime="document").regime == "document"

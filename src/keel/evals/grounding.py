@@ -588,8 +588,14 @@ def _check_claim(
     # relations (swaps)
     chk.pairs, chk.broken_pairs = _pair_check(idx, claim, idx.entity_lower)
 
-    chk.negation_mismatch = _polarity_differs(claim, idx)
-    if best is not None and local >= 0.4 and best.condition_stems:
+    # A claim that is only a name or a number ("Alexander Hamilton", "17%", "The Bends"), as
+    # short answers are, asserts no predicate: it cannot flip the polarity of the context
+    # sentence it comes from (unless it says 'not' itself: "Seth Rogen is not in it"), nor
+    # drop that sentence's condition (the question framed it).
+    predicate = _predicate_words(stems, ents, qs)
+    if predicate >= 1 or T.negation_cues(claim):
+        chk.negation_mismatch = _polarity_differs(claim, idx)
+    if predicate >= 2 and best is not None and local >= 0.4 and best.condition_stems:
         claim_set = set(stems)
         cover = len(best.condition_stems & claim_set) / len(best.condition_stems)
         if cover < 0.34 and not (
@@ -598,6 +604,13 @@ def _check_claim(
             chk.condition_dropped = sorted(best.conditions)[:3] or ["condition"]
     chk.support = _claim_support(chk)
     return chk
+
+
+def _predicate_words(stems: list[str], ents: list[str], qs: list[T.Quantity]) -> int:
+    """Content words of a claim outside its names and numbers (distinct stems)."""
+    named = {T.stem(w) for e in ents for w in T.tokenize(e)}
+    named.update(_num_key(q.raw) for q in qs)
+    return sum(1 for st in set(stems) if st not in named and not any(ch.isdigit() for ch in st))
 
 
 _RESTRICTIVE = frozenset(
@@ -721,6 +734,9 @@ NLI_CLIP = 8.0
 # development data only: HaluEval rows 0-4,999 and the dev split of the hard cases.
 # "passage": contexts up to DOCUMENT_WORDS words (QA, dialogue, RAG chunks);
 # "document": longer contexts (summaries of articles).
+# Not refit after the 2026-11-29 changes (short answers, statements in questions): a refit on the new features (1,500 dev rows per file) moved dev AUC by at most 0.003
+# (in-sample), and its passage threshold (0.688) lowered the hard dev accuracy at 0.5 from
+# 0.900 to 0.875, so these weights (checked on held-out rows) stay.
 WEIGHTS: dict[str, dict[str, float]] = {
     "passage": {
         "bias": 0.442,
@@ -882,6 +898,83 @@ def _add_semantics(claims: list[ClaimCheck], idx: ContextIndex, top_k: int = 3) 
         c.semantic = max(float(vecs[k] @ vecs[pos[i]]) for i in r)
 
 
+_SENT_END = re.compile(r"(?<=[a-z0-9)\"'][.!])\s+(?=\S)")
+_KNOW_THAT = re.compile(
+    r"^(?:\w+,\s+)?(?:did|do|didn't|don't)\s+you\s+know\s+(?:that\s+)?(?=\S)", re.IGNORECASE
+)
+_TAG = re.compile(
+    r"(?:,\s*|\s+)(?:right|correct|isn't it|aren't they|wasn't it|didn't (?:he|she|they))\s*\?$"
+    r"|,\s+(?:(?:and|so)\s+)?(?:who|what|when|where|why|how|which|do|does|did|is|are|can|could"
+    r"|would|should|will|have|has|any|anything)\b[^,]*\?$",
+    re.IGNORECASE,
+)
+_QUESTION_WORDS = frozenset(
+    {
+        "who",
+        "what",
+        "when",
+        "where",
+        "why",
+        "how",
+        "which",
+        "do",
+        "does",
+        "did",
+        "is",
+        "are",
+        "can",
+        "could",
+        "would",
+        "should",
+        "will",
+        "have",
+        "has",
+        "any",
+        "anything",
+        "anybody",
+        "anyone",
+    }
+)
+
+
+_ASKS = frozenset({"what", "who", "whom", "which", "when", "where", "why", "how", "if", "whether"})
+_SUBJECTS = frozenset({"he", "she", "they", "it", "there"})
+_INTERJECTIONS = frozenset(
+    {"so", "and", "but", "well", "oh", "ok", "okay", "yes", "no", "yeah", "sure", "hmm", "ah"}
+)
+
+
+def _stated_in_question(text: str) -> list[str]:
+    """Statements inside a question claim: the sentences before a closing question ("Ronaldo
+    heads the list. Anybody else?"), the part before a tag ("Wilde is a TV series, have you
+    seen it?", "... plays defender, right?") and the clause after "did you know (that)"."""
+    out: list[str] = []
+    for part in _SENT_END.split(text.strip()):
+        part = part.strip()
+        if not part.endswith("?"):
+            out.append(part)
+            continue
+        m = _KNOW_THAT.match(part)
+        if m:
+            rest = part[m.end() :].rstrip(" ?")
+            words = T.tokenize(rest)
+            # "did you know (that) X" and "do you know that X" state X; "do you know what /
+            # if / their colours" asks.
+            said = "that" in T.tokenize(part[: m.end()]) or m.group(0).lower().startswith("did")
+            if words and words[0] not in _ASKS and (said or words[0] in _SUBJECTS):
+                out.append(rest + ".")
+            continue
+        t = _TAG.search(part)
+        if t and t.start() > 0:
+            head = part[: t.start()].strip(" ,")
+            words = T.tokenize(head)
+            while words and words[0] in _INTERJECTIONS:
+                words.pop(0)
+            if words and words[0] not in _QUESTION_WORDS:
+                out.append(head + ".")
+    return [s for s in out if len(s.split()) >= 3]
+
+
 def check_grounding(
     response: str,
     context: str | list[str],
@@ -902,8 +995,9 @@ def check_grounding(
     file is missing (a warning is logged once), the lexical model :data:`WEIGHTS` decides.
 
     ``query`` (optional) counts as evidence for words and names only: an answer may restate the
-    question. ``semantic`` (default: on for passages when the ``local`` extra is installed, off
-    for documents over DOCUMENT_WORDS words) lets a weak claim
+    question. ``regime`` (default: ``"document"`` for contexts over DOCUMENT_WORDS words, else
+    ``"passage"``) picks the weights and the checks. ``semantic`` (default: on for
+    passages when the ``local`` extra is installed, off for documents) lets a weak claim
     (fewer than half of its words in the context) whose only problem is vocabulary count as
     supported when its MiniLM similarity to a context sentence is at least
     ``paraphrase_similarity``; this costs a few ms per such claim and nothing otherwise.
@@ -918,9 +1012,22 @@ def check_grounding(
         extra = frozenset(T.content_tokens(query))
         extra_words = frozenset(T.tokenize(query))
     texts = T.extract_claims(response)
-    factual = [c for c in texts if T.is_factual(c)]
-    skipped = [c for c in texts if c not in factual]
+    factual: list[str] = []
+    skipped: list[str] = []
+    for text in texts:
+        if T.is_factual(text):
+            factual.append(text)
+            continue
+        # A question may carry a statement: "X wrote it. Anything else?", "X is a drama,
+        # have you seen it?", "Did you know that X?". The statement is checked, the rest skipped.
+        stated = [s for s in _stated_in_question(text) if T.is_factual(s)]
+        factual.extend(stated)
+        if not stated:
+            skipped.append(text)
     if regime is None:
+        # Not also for several-claim answers over mid-size texts: that lifted dev summaries of
+        # 100-250-word articles (AUC 0.56 -> 0.77) but not held-out ones, and would have
+        # dropped the relation, negation and condition checks for multi-sentence RAG answers.
         regime = "document" if len(ctx.split()) > DOCUMENT_WORDS else "passage"
     claims = [_check_claim(c, idx, extra, extra_words, full=regime == "passage") for c in factual]
     nli = None

@@ -96,7 +96,7 @@ class Groundedness(Evaluator):
     """
 
     name = "Groundedness"
-    version = "2"  # 2: cross-encoder for long documents, lighter document checks
+    version = "3"  # 3: short answers, statements in questions, summary regime (issue #5)
     aliases: ClassVar[tuple[str, ...]] = ("faithfulness",)
     required_inputs = frozenset({"response", "context"})
     optional_inputs = frozenset({"query"})
@@ -153,7 +153,7 @@ class HallucinationScore(Groundedness):
     """
 
     name = "HallucinationScore"
-    version = "2"  # 2: cross-encoder for long documents, lighter document checks
+    version = "3"  # 3: short answers, statements in questions, summary regime (issue #5)
     aliases: ClassVar[tuple[str, ...]] = ("hallucination",)
     default_threshold = round(1.0 - G.DEFAULT_THRESHOLD, 4)
     higher_is_better = False
