@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from keel.core.spans import LlmCall, Span
 from keel.gateway.provider import CallContext
@@ -113,3 +114,74 @@ def test_built_span_is_what_validation_would_build() -> None:
     )
     ids = {_hex(8) for _ in range(10_000)}
     assert len(ids) == 10_000 and all(len(i) == 16 and i != "0" * 16 for i in ids)
+
+
+@pytest.mark.parametrize(
+    ("req", "resp"),
+    [
+        (
+            {
+                "model": "r",
+                "messages": [
+                    {"role": "system", "content": "be brief"},
+                    {"role": "user", "content": [{"type": "text", "text": "a"}, {"text": "b"}]},
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {"id": "c1", "function": {"name": "f", "arguments": '{"x": 1}'}},
+                            {"function": {"name": "g"}},
+                            "junk",
+                        ],
+                    },
+                    {"role": "tool", "tool_call_id": "c1", "content": "42"},
+                    "junk",
+                ],
+            },
+            {
+                "model": "m-1",
+                "choices": [
+                    {
+                        "message": {
+                            "content": None,
+                            "tool_calls": [{"id": "c2", "function": {"name": "h", "arguments": {}}}],
+                        },
+                        "finish_reason": "tool_calls",
+                    },
+                    {"message": {"content": "x"}, "finish_reason": None},
+                ],
+            },
+        ),
+        # what clients and upstreams should not send, but do: odd types are coerced, not fatal
+        (
+            {"model": 7, "messages": [{"role": "tool", "tool_call_id": 12, "content": 3}]},
+            {"model": 5, "choices": ["junk", {"message": "junk"}, {"message": {"content": 9}}]},
+        ),
+        ({"model": "r"}, None),
+    ],
+)
+def test_span_models_built_without_validation_equal_validated_ones(
+    req: dict[str, Any], resp: dict[str, Any] | None
+) -> None:
+    """build_span makes Message/ToolCall/LlmCall without pydantic validation: the result must
+    be what validation would accept and give, and the message attributes what model_dump gave."""
+    ctx = CallContext(project_id="p1", key_id="key1", sticky_key=None)
+    d = ctx.decision
+    d.route, d.target, d.provider, d.config_hash = "r", "t", "openai", "h"
+    d.input_tokens, d.output_tokens, d.cost_usd, d.ttft_ms = 3, None, 0.5, 12.5
+    d.prompt_name, d.prompt_version = "p", 2
+    span, llm = build_span(("chat", ctx, req, resp, "rate_limit: slow down", 10, 20, None, None))
+    assert LlmCall.model_validate(llm.model_dump()) == llm
+    assert llm.model_dump() == LlmCall.model_validate(llm.model_dump()).model_dump()
+    assert llm.total_tokens == 3 and llm.cost_source == "genai-prices"
+    for key, msgs in (
+        ("gen_ai.input.messages", llm.input_messages),
+        ("gen_ai.output.messages", llm.output_messages),
+    ):
+        if msgs:
+            assert orjson.loads(span.attributes[key]) == [
+                m.model_dump(exclude_none=True) for m in msgs
+            ]
+        else:
+            assert key not in span.attributes
+    assert Span.model_validate(span.model_dump()) == span

@@ -66,56 +66,133 @@ def _hex(nbytes: int) -> str:
     return format(v, f"0{nbytes * 2}x")
 
 
-def _messages(body: Body) -> list[Message]:
-    out = []
+def _opt_str(v: Any) -> str | None:
+    return v if v is None or isinstance(v, str) else str(v)
+
+
+def _opt_int(v: Any) -> int | None:
+    return v if v is None or (isinstance(v, int) and not isinstance(v, bool)) else None
+
+
+def _opt_float(v: Any) -> float | None:
+    if v is None or isinstance(v, float):
+        return v
+    return float(v) if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+# Messages and the typed view are built from request/response bodies the gateway already
+# parsed, with each value coerced to its field's type here, so the pydantic models are made
+# without validation (construct_trusted): validating three models per request was ~30 % of the
+# span thread's work. The JSON of the message attributes is made from the same plain dicts
+# (what ``model_dump(exclude_none=True)`` gave).
+
+
+def _tool_calls(raw: Any) -> tuple[list[ToolCall], list[dict[str, Any]]]:
+    models: list[ToolCall] = []
+    dumps: list[dict[str, Any]] = []
+    for t in raw or ():
+        if not isinstance(t, dict):
+            continue
+        fn = t.get("function")
+        if not isinstance(fn, dict):
+            fn = {}
+        tid, name, args = _opt_str(t.get("id")), str(fn.get("name", "")), fn.get("arguments")
+        models.append(
+            construct_trusted(
+                ToolCall, {"id": tid, "name": name, "arguments": args, "result": None}
+            )
+        )
+        d: dict[str, Any] = {"name": name} if tid is None else {"id": tid, "name": name}
+        if args is not None:
+            d["arguments"] = args
+        dumps.append(d)
+    return models, dumps
+
+
+def _message(
+    role: str,
+    content: str | None,
+    raw_tools: Any,
+    tool_call_id: str | None = None,
+    finish_reason: str | None = None,
+) -> tuple[Message, dict[str, Any]]:
+    tools, tool_dumps = _tool_calls(raw_tools)
+    m = construct_trusted(
+        Message,
+        {
+            "role": role,
+            "content": content,
+            "tool_calls": tools,
+            "tool_call_id": tool_call_id,
+            "name": None,
+            "finish_reason": finish_reason,
+        },
+    )
+    d: dict[str, Any] = {"role": role}
+    if content is not None:
+        d["content"] = content
+    d["tool_calls"] = tool_dumps
+    if tool_call_id is not None:
+        d["tool_call_id"] = tool_call_id
+    if finish_reason is not None:
+        d["finish_reason"] = finish_reason
+    return m, d
+
+
+def _messages(body: Body) -> tuple[list[Message], list[dict[str, Any]]]:
+    out, dumps = [], []
     for m in body.get("messages") or ():
         if not isinstance(m, dict):
             continue
         c = m.get("content")
         if isinstance(c, list):
             c = " ".join(str(p.get("text", "")) for p in c if isinstance(p, dict))
-        out.append(
-            Message(
-                role=str(m.get("role", "user")),
-                content=c if isinstance(c, str) else None,
-                tool_call_id=m.get("tool_call_id"),
-                tool_calls=[
-                    ToolCall(
-                        id=t.get("id"),
-                        name=str((t.get("function") or {}).get("name", "")),
-                        arguments=(t.get("function") or {}).get("arguments"),
-                    )
-                    for t in m.get("tool_calls") or ()
-                    if isinstance(t, dict)
-                ],
-            )
+        msg, d = _message(
+            str(m.get("role", "user")),
+            c if isinstance(c, str) else None,
+            m.get("tool_calls"),
+            tool_call_id=_opt_str(m.get("tool_call_id")),
         )
-    return out
+        out.append(msg)
+        dumps.append(d)
+    return out, dumps
 
 
-def _outputs(resp: Body | None) -> tuple[list[Message], list[str]]:
+def _outputs(resp: Body | None) -> tuple[list[Message], list[dict[str, Any]], list[str]]:
     if not resp:
-        return [], []
-    msgs, reasons = [], []
+        return [], [], []
+    msgs, dumps, reasons = [], [], []
     for ch in resp.get("choices") or ():
-        m = ch.get("message") or {}
-        reasons.append(str(ch.get("finish_reason")))
-        msgs.append(
-            Message(
-                role="assistant",
-                content=m.get("content"),
-                finish_reason=ch.get("finish_reason"),
-                tool_calls=[
-                    ToolCall(
-                        id=t.get("id"),
-                        name=str((t.get("function") or {}).get("name", "")),
-                        arguments=(t.get("function") or {}).get("arguments"),
-                    )
-                    for t in m.get("tool_calls") or ()
-                ],
-            )
+        if not isinstance(ch, dict):
+            continue
+        m = ch.get("message")
+        if not isinstance(m, dict):
+            m = {}
+        reason = ch.get("finish_reason")
+        reasons.append(str(reason))
+        c = m.get("content")
+        msg, d = _message(
+            "assistant",
+            c if c is None or isinstance(c, str) else str(c),
+            m.get("tool_calls"),
+            finish_reason=_opt_str(reason),
         )
-    return msgs, reasons
+        msgs.append(msg)
+        dumps.append(d)
+    return msgs, dumps, reasons
+
+
+_LLM_DEFAULTS = {k: f.default for k, f in LlmCall.model_fields.items() if f.default_factory is None}
+_LLM_LISTS = tuple(k for k, f in LlmCall.model_fields.items() if f.default_factory is not None)
+
+
+def _llm_call(values: dict[str, Any]) -> LlmCall:
+    """An :class:`LlmCall` of ``values`` (each already of its field's type) and defaults."""
+    d = dict(_LLM_DEFAULTS)
+    for k in _LLM_LISTS:
+        d[k] = []
+    d.update(values)
+    return construct_trusted(LlmCall, d)
 
 
 def build_span(p: Pending, service: str = "keel-gateway") -> tuple[Span, LlmCall]:
@@ -123,8 +200,8 @@ def build_span(p: Pending, service: str = "keel-gateway") -> tuple[Span, LlmCall
     kind, ctx, req, resp, err, start, end, trace_id, parent = p
     d: Decision = ctx.decision
     op = "embeddings" if kind == "embeddings" else "chat"
-    inputs = _messages(req) if op == "chat" else []
-    outputs, reasons = _outputs(resp) if op == "chat" else ([], [])
+    inputs, input_dumps = _messages(req) if op == "chat" else ([], [])
+    outputs, output_dumps, reasons = _outputs(resp) if op == "chat" else ([], [], [])
     attrs: dict[str, Any] = {
         semconv.GEN_AI_OPERATION: op,
         semconv.GEN_AI_REQUEST_MODEL: str(req.get("model")) if kind != "mirror" else d.model,
@@ -171,13 +248,9 @@ def build_span(p: Pending, service: str = "keel-gateway") -> tuple[Span, LlmCall
     if reasons:
         attrs["gen_ai.response.finish_reasons"] = reasons
     if inputs:
-        attrs[semconv.GEN_AI_INPUT_MESSAGES] = orjson.dumps(
-            [m.model_dump(exclude_none=True) for m in inputs]
-        ).decode()
+        attrs[semconv.GEN_AI_INPUT_MESSAGES] = orjson.dumps(input_dumps).decode()
     if outputs:
-        attrs[semconv.GEN_AI_OUTPUT_MESSAGES] = orjson.dumps(
-            [m.model_dump(exclude_none=True) for m in outputs]
-        ).decode()
+        attrs[semconv.GEN_AI_OUTPUT_MESSAGES] = orjson.dumps(output_dumps).decode()
     if err:
         attrs[semconv.ERROR_TYPE] = err.split(":", 1)[0]
     name = f"{op} {attrs.get(semconv.GEN_AI_REQUEST_MODEL)}"
@@ -205,29 +278,31 @@ def build_span(p: Pending, service: str = "keel-gateway") -> tuple[Span, LlmCall
             "project_id": str(ctx.project_id),
         },
     )
-    llm = LlmCall(
-        operation=op,
-        provider=d.provider,
-        request_model=attrs.get(semconv.GEN_AI_REQUEST_MODEL),
-        response_model=attrs.get(semconv.GEN_AI_RESPONSE_MODEL),
-        input_tokens=d.input_tokens,
-        output_tokens=d.output_tokens,
-        cached_tokens=d.cached_tokens,
-        total_tokens=(d.input_tokens or 0) + (d.output_tokens or 0)
-        if d.input_tokens is not None
-        else None,
-        cost_usd=d.cost_usd,
-        cost_source="genai-prices" if d.cost_usd is not None else None,
-        ttft_ms=d.ttft_ms,
-        finish_reasons=reasons,
-        input_messages=inputs,
-        output_messages=outputs,
-        prompt_name=d.prompt_name,
-        prompt_version=d.prompt_version,
-        prompt_label=d.prompt_label,
-        route=d.route,
-        error_type=attrs.get(semconv.ERROR_TYPE),
-        dialect="keel-gateway",
+    in_tok, out_tok = _opt_int(d.input_tokens), _opt_int(d.output_tokens)
+    cost = _opt_float(d.cost_usd)
+    llm = _llm_call(
+        {
+            "operation": op,
+            "provider": _opt_str(d.provider),
+            "request_model": _opt_str(attrs.get(semconv.GEN_AI_REQUEST_MODEL)),
+            "response_model": _opt_str(attrs.get(semconv.GEN_AI_RESPONSE_MODEL)),
+            "input_tokens": in_tok,
+            "output_tokens": out_tok,
+            "cached_tokens": _opt_int(d.cached_tokens),
+            "total_tokens": in_tok + (out_tok or 0) if in_tok is not None else None,
+            "cost_usd": cost,
+            "cost_source": "genai-prices" if cost is not None else None,
+            "ttft_ms": _opt_float(d.ttft_ms),
+            "finish_reasons": reasons,
+            "input_messages": inputs,
+            "output_messages": outputs,
+            "prompt_name": _opt_str(d.prompt_name),
+            "prompt_version": _opt_int(d.prompt_version),
+            "prompt_label": _opt_str(d.prompt_label),
+            "route": _opt_str(d.route),
+            "error_type": _opt_str(attrs.get(semconv.ERROR_TYPE)),
+            "dialect": "keel-gateway",
+        }
     )
     return span, llm
 

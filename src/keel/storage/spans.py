@@ -229,6 +229,61 @@ def split_joined(s: str | None) -> list[str]:
 
 def summarize(project_id: str, trace_id: str, rows: Sequence[IndexRow]) -> dict[str, Any]:
     """The summary row (column → value) of one trace from its spans' index rows."""
+    if len(rows) == 1:
+        return _summarize_one(project_id, trace_id, rows[0])
+    return _summarize_many(project_id, trace_id, rows)
+
+
+def _one(v: str | None) -> str:
+    return SEP + v + SEP if v else ""
+
+
+def _summarize_one(project_id: str, trace_id: str, r: IndexRow) -> dict[str, Any]:
+    """:func:`_summarize_many` of a one-span trace (every gateway request), ~4× faster."""
+    # usage is not counted when the span is its own ancestor, as in the general case
+    counted = r.parent_span_id != r.span_id or (
+        r.input_tokens is None and r.output_tokens is None and r.cost_usd is None
+    )
+    in_tok = (r.input_tokens or 0) if counted else 0
+    out_tok = (r.output_tokens or 0) if counted else 0
+    cost = r.cost_usd if counted else None
+    error = r.status == "error"
+    m1, m2 = r.request_model, r.response_model
+    models = _one(m1 or m2)
+    if m1 and m2 and m1 != m2:
+        models = SEP + SEP.join(sorted((m1, m2))) + SEP
+    prompt = None
+    if r.prompt_name:
+        prompt = f"{r.prompt_name}@{r.prompt_version if r.prompt_version is not None else ''}"
+    end = max(r.end_ns, r.start_ns)
+    return {
+        "project_id": project_id,
+        "trace_id": trace_id,
+        "root_span_id": r.span_id,
+        "root_name": r.name,
+        "service": r.service or None,
+        "start_ns": r.start_ns,
+        "end_ns": end,
+        "duration_ns": end - r.start_ns,
+        "span_count": 1,
+        "error_count": 1 if error else 0,
+        "llm_count": 1 if r.is_llm else 0,
+        "status": "error" if error else (r.status if r.status == "ok" else "unset"),
+        "input_tokens": in_tok,
+        "output_tokens": out_tok,
+        "total_tokens": in_tok + out_tok,
+        "cost_usd": 0.0 + cost if cost is not None else 0.0,
+        "priced": 0 if cost is None else 1,
+        "models": models,
+        "providers": _one(r.provider),
+        "routes": _one(r.route),
+        "prompts": _one(prompt),
+        "services": _one(r.service),
+        "names": SEP + r.name + SEP if len(r.name) < MAX_NAMES_CHARS else SEP + SEP,
+    }
+
+
+def _summarize_many(project_id: str, trace_id: str, rows: Sequence[IndexRow]) -> dict[str, Any]:
     ids = {r.span_id for r in rows}
     roots = [r for r in rows if not r.parent_span_id or r.parent_span_id not in ids]
     root = min(roots or rows, key=lambda r: (r.start_ns, r.span_id))
