@@ -3,8 +3,11 @@ server, and the Keel SDK exporting to that server over OTLP/HTTP."""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -53,6 +56,51 @@ class KeelServer:
             time.sleep(0.1)
             keel.flush()
         raise AssertionError(f"trace {trace_id} not stored in time (got {last})")
+
+
+# Frameworks whose pins clash with Keel's dev environment run in a virtualenv of their own, made
+# on first use from the package registry (about a minute) and kept, by a hash of what it holds,
+# under KEEL_TEST_VENVS (default /tmp/keel-test-venvs) for later runs and clones.
+VENVS = Path(os.environ.get("KEEL_TEST_VENVS", "/tmp/keel-test-venvs"))
+# what Keel's SDK (imported from this checkout) needs in such a venv
+SDK_REQUIREMENTS = (
+    "opentelemetry-sdk>=1.30",
+    "opentelemetry-exporter-otlp-proto-http>=1.30",
+    "orjson>=3.10",
+)
+
+
+def side_venv(name: str, requirements: tuple[str, ...], env_var: str) -> str:
+    """The Python of a venv with ``requirements`` (``env_var`` may name one instead).
+
+    Made once and kept. If it cannot be made (no package registry), the test is skipped,
+    except in CI (KEEL_TEST_REQUIRE_SERVICES=1), where that fails the test.
+    """
+    given = os.environ.get(env_var)
+    if given:
+        return given
+    reqs = (*requirements, *SDK_REQUIREMENTS)
+    digest = hashlib.sha256("\n".join((sys.version, *reqs)).encode()).hexdigest()[:12]
+    home = VENVS / f"{name}-{digest}"
+    python = home / "bin" / "python"
+    done = home / ".complete"
+    VENVS.mkdir(parents=True, exist_ok=True)
+    with open(VENVS / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time (parallel test runs)
+        if not done.exists():
+            steps = [
+                [sys.executable, "-m", "venv", "--clear", str(home)],
+                [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *reqs],
+            ]
+            for cmd in steps:
+                r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+                if r.returncode != 0:
+                    msg = f"could not make the {name} test venv: {(r.stderr or r.stdout)[-1500:]}"
+                    if os.environ.get("KEEL_TEST_REQUIRE_SERVICES") == "1":
+                        pytest.fail(msg)
+                    pytest.skip(msg)
+            done.write_text("\n".join(reqs))
+    return str(python)
 
 
 def llm_calls(trace: Trace, scope_prefix: str | None = None) -> list[tuple[Span, LlmCall]]:

@@ -1,10 +1,10 @@
 """CrewAI → keel.instrument() → OTLP → Keel server → the stored trace.
 
 CrewAI 1.15 pins openai<3, mcp<2 and pydantic<2.13, which clash with Keel's dev environment, so
-the crew runs in its own virtualenv (``KEEL_CREWAI_PYTHON``, a Python with ``crewai``,
-``openinference-instrumentation-crewai``, ``openinference-instrumentation-openai``,
-``opentelemetry-exporter-otlp-proto-http`` and ``orjson``); Keel's SDK comes from this checkout.
-The test is skipped when no such interpreter is configured.
+the crew runs in a virtualenv of its own, made on first use (``conftest.side_venv``; or
+``KEEL_CREWAI_PYTHON`` names a Python with ``crewai``, ``openinference-instrumentation-crewai``,
+``openinference-instrumentation-openai``, ``opentelemetry-exporter-otlp-proto-http`` and
+``orjson``); Keel's SDK comes from this checkout.
 """
 
 from __future__ import annotations
@@ -15,19 +15,23 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KeelServer, llm_calls
+from conftest import KeelServer, llm_calls, side_venv
 from keel.otlp.dialects import to_llm_call
 
-PYTHON = os.environ.get("KEEL_CREWAI_PYTHON", "/tmp/keel-fx/venvs/crewai/bin/python")
 HERE = Path(__file__).resolve().parent
+REQUIREMENTS = (
+    "crewai==1.15.30",
+    "openinference-instrumentation-crewai==1.1.21",
+    "openinference-instrumentation-openai==0.1.66",
+)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path(PYTHON).exists(), reason="no Python with crewai (KEEL_CREWAI_PYTHON)")
 def test_crewai_crew(keel_server: KeelServer, fake_llm) -> None:
+    python = side_venv("crewai", REQUIREMENTS, "KEEL_CREWAI_PYTHON")
     env = {**os.environ, "PYTHONPATH": str(HERE.parents[1] / "src")}
     r = subprocess.run(
-        [PYTHON, str(HERE / "crewai_run.py"), fake_llm.url, keel_server.url, keel_server.api_key],
+        [python, str(HERE / "crewai_run.py"), fake_llm.url, keel_server.url, keel_server.api_key],
         capture_output=True,
         text=True,
         timeout=300,
