@@ -246,3 +246,21 @@ def test_a_worker_that_cannot_start_stops_the_server_with_an_error(
     with pytest.raises(ConfigError, match=r"worker \d exited with status 3 before it started"):
         workers_module.run("127.0.0.1", _free_port(), 2, "warning", dict(os.environ))
     assert time.monotonic() - t0 < 10
+
+
+def test_without_descriptor_passing_serve_falls_back_to_uvicorn_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+    from typer.testing import CliRunner
+
+    assert workers_module.supported()  # Linux
+    ran: list[dict[str, object]] = []
+    monkeypatch.setattr(workers_module, "supported", lambda: False)
+    monkeypatch.setattr(workers_module, "run", lambda *a, **k: pytest.fail("balancer used"))
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: ran.append(k))
+    res = CliRunner().invoke(
+        app, ["--store", f"sqlite:///{tmp_path}/k.db", "serve", "--workers", "3", "--port", "1"]
+    )
+    assert res.exit_code == 0, res.output
+    assert ran and ran[0]["workers"] == 3 and ran[0]["factory"] is True

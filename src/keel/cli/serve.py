@@ -132,7 +132,19 @@ def serve(
         from keel.server import workers as balancer
 
         env = {**os.environ, SETTINGS_ENV: settings.model_dump_json()}
-        balancer.run(settings.server.host, settings.server.port, workers, log_level, env)
+        if balancer.supported():
+            balancer.run(settings.server.host, settings.server.port, workers, log_level, env)
+        else:  # no descriptor passing here: uvicorn's workers, which race for connections
+            os.environ[SETTINGS_ENV] = env[SETTINGS_ENV]
+            uvicorn.run(
+                "keel.cli.serve:app_from_env",
+                factory=True,
+                workers=workers,
+                host=settings.server.host,
+                port=settings.server.port,
+                log_level=log_level,
+                access_log=False,
+            )
         return
     app = create_app(settings, store)
     tune_runtime()

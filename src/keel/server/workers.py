@@ -205,6 +205,19 @@ class _Worker:
             self.channel = None
 
 
+def supported() -> bool:
+    """Descriptor passing over a SOCK_SEQPACKET socketpair works here (Linux; not macOS)."""
+    if not hasattr(socket, "send_fds") or not hasattr(socket, "SOCK_SEQPACKET"):
+        return False
+    try:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    except OSError:
+        return False
+    a.close()
+    b.close()
+    return True
+
+
 def pick(workers: list[_Worker], turn: int) -> list[_Worker]:
     """Ready workers in the order to try: fewest open connections first, ties in turn."""
     n = len(workers)
