@@ -227,7 +227,10 @@ def pick(workers: list[_Worker], turn: int) -> list[_Worker]:
 
 def run(host: str, port: int, workers: int, log_level: str, env: dict[str, str]) -> None:
     """Bind, start ``workers`` processes and hand them connections until SIGINT/SIGTERM."""
-    listener = socket.create_server((host, port), backlog=2048, reuse_port=False)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # "::" binds IPv6 (and v4)
+    listener = socket.create_server(
+        (host, port), family=family, backlog=2048, dualstack_ipv6=host == "::"
+    )
     listener.setblocking(False)
     stopping = False
 
