@@ -103,6 +103,21 @@ def side_venv(name: str, requirements: tuple[str, ...], env_var: str) -> str:
     return str(python)
 
 
+def run_side_script(python: str, script: str, fake_llm: Any, server: Any) -> str:
+    """Run ``tests/integrations/<script>`` (model URL, Keel URL, API key) with a side venv's
+    Python and Keel's SDK from this checkout; returns its stdout (it must exit 0)."""
+    here = Path(__file__).resolve().parent
+    r = subprocess.run(
+        [python, str(here / script), fake_llm.url, server.url, server.api_key],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(here.parents[1] / "src")},
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
 def llm_calls(trace: Trace, scope_prefix: str | None = None) -> list[tuple[Span, LlmCall]]:
     """The spans of a stored trace that Keel understands as model calls, by start time."""
     out = []

@@ -9,13 +9,11 @@ the crew runs in a virtualenv of its own, made on first use (``conftest.side_ven
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import KeelServer, llm_calls, side_venv
+from conftest import KeelServer, llm_calls, run_side_script, side_venv
 from keel.otlp.dialects import to_llm_call
 
 HERE = Path(__file__).resolve().parent
@@ -29,18 +27,10 @@ REQUIREMENTS = (
 @pytest.mark.slow
 def test_crewai_crew(keel_server: KeelServer, fake_llm) -> None:
     python = side_venv("crewai", REQUIREMENTS, "KEEL_CREWAI_PYTHON")
-    env = {**os.environ, "PYTHONPATH": str(HERE.parents[1] / "src")}
-    r = subprocess.run(
-        [python, str(HERE / "crewai_run.py"), fake_llm.url, keel_server.url, keel_server.api_key],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "{'crewai': 'on', 'openai': 'on'}" in r.stdout
-    assert "OUTPUT Hello! How can I help you today?" in r.stdout
-    trace_id = r.stdout.strip().splitlines()[-1]
+    out = run_side_script(python, "crewai_run.py", fake_llm, keel_server)
+    assert "{'crewai': 'on', 'openai': 'on'}" in out
+    assert "OUTPUT Hello! How can I help you today?" in out
+    trace_id = out.strip().splitlines()[-1]
     trace = keel_server.wait_trace(trace_id, min_spans=4)
     kinds = {s.attributes.get("openinference.span.kind") for s in trace.spans}
     assert {"AGENT", "CHAIN", "LLM"} <= kinds

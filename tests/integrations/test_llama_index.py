@@ -9,13 +9,11 @@ in a virtualenv of its own, made on first use (``conftest.side_venv``; or
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import KeelServer, llm_calls, side_venv
+from conftest import KeelServer, llm_calls, run_side_script, side_venv
 
 HERE = Path(__file__).resolve().parent
 REQUIREMENTS = (
@@ -28,24 +26,10 @@ REQUIREMENTS = (
 @pytest.mark.slow
 def test_llama_index_chat(keel_server: KeelServer, fake_llm) -> None:
     python = side_venv("llama-index", REQUIREMENTS, "KEEL_LLAMA_INDEX_PYTHON")
-    env = {**os.environ, "PYTHONPATH": str(HERE.parents[1] / "src")}
-    r = subprocess.run(
-        [
-            python,
-            str(HERE / "llama_index_run.py"),
-            fake_llm.url,
-            keel_server.url,
-            keel_server.api_key,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "{'llama_index': 'on'}" in r.stdout
-    assert "OUTPUT Hello! How can I help you today?" in r.stdout
-    trace_id = r.stdout.strip().splitlines()[-1]
+    out = run_side_script(python, "llama_index_run.py", fake_llm, keel_server)
+    assert "{'llama_index': 'on'}" in out
+    assert "OUTPUT Hello! How can I help you today?" in out
+    trace_id = out.strip().splitlines()[-1]
     trace = keel_server.wait_trace(trace_id, min_spans=2)
     calls = llm_calls(trace, scope_prefix="openinference.instrumentation.llama_index")
     assert calls
