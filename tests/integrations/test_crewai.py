@@ -9,14 +9,11 @@ the crew runs in a virtualenv of its own, made on first use (``conftest.side_ven
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from conftest import KeelServer, llm_calls, run_side_script, side_venv
 from keel.otlp.dialects import to_llm_call
 
-HERE = Path(__file__).resolve().parent
 REQUIREMENTS = (
     "crewai==1.15.30",
     "openinference-instrumentation-crewai==1.1.21",

@@ -9,13 +9,10 @@ in a virtualenv of its own, made on first use (``conftest.side_venv``; or
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from conftest import KeelServer, llm_calls, run_side_script, side_venv
 
-HERE = Path(__file__).resolve().parent
 REQUIREMENTS = (
     "llama-index-core==0.14.25",
     "llama-index-llms-openai==0.8.3",
