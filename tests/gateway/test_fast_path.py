@@ -168,7 +168,7 @@ def test_span_models_built_without_validation_equal_validated_ones(
     ctx = CallContext(project_id="p1", key_id="key1", sticky_key=None)
     d = ctx.decision
     d.route, d.target, d.provider, d.config_hash = "r", "t", "openai", "h"
-    d.input_tokens, d.output_tokens, d.cost_usd, d.ttft_ms = 3, None, 0.5, 12.5
+    d.input_tokens, d.output_tokens, d.cost_usd, d.ttft_ms = 3.0, None, 0.5, 12.5  # type: ignore[assignment]
     d.prompt_name, d.prompt_version = "p", 2
     span, llm = build_span(("chat", ctx, req, resp, "rate_limit: slow down", 10, 20, None, None))
     assert LlmCall.model_validate(llm.model_dump()) == llm

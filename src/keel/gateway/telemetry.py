@@ -71,7 +71,9 @@ def _opt_str(v: Any) -> str | None:
 
 
 def _opt_int(v: Any) -> int | None:
-    return v if v is None or (isinstance(v, int) and not isinstance(v, bool)) else None
+    if v is None or (isinstance(v, int) and not isinstance(v, bool)):
+        return v
+    return int(v) if isinstance(v, float) and v.is_integer() else None  # as pydantic's lax mode
 
 
 def _opt_float(v: Any) -> float | None:

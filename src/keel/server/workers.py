@@ -153,7 +153,6 @@ class _Worker:
         self.channel: socket.socket | None = None
         self.ready = False
         self.open = 0
-        self.started_at = 0.0
 
     def start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -169,7 +168,6 @@ class _Worker:
         self.channel = ours
         self.ready = False
         self.open = 0
-        self.started_at = time.monotonic()
 
     def hand(self, conn: socket.socket) -> bool:
         """Pass ``conn`` to this worker; False if the worker cannot take it."""
