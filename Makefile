@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 	@# optional compiled accelerators (the OTLP fast path); rebuilt only when their source changed
 	@$(PY) tools/build_ext.py
+	@# the semantic cache's int8-compute MiniLM, derived from the packaged one (not in git)
+	@$(PY) tools/build_minilm_qint8.py
 
 demo: install
 	$(BIN)/keel demo

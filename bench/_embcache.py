@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_DIR = Path(os.environ.get("KEEL_BENCH_EMB_CACHE", "/tmp/keel-bench-emb/minilm-int8"))
+BASE_DIR = Path(os.environ.get("KEEL_BENCH_EMB_CACHE", "/tmp/keel-bench-emb"))
+DEFAULT_DIR = BASE_DIR / "minilm-int8"  # the packaged model (every evaluator's)
+DIRS = {"packaged": DEFAULT_DIR, "qint8": BASE_DIR / "minilm-qint8"}
 
 
 def load_cache(cache_dir: Path = DEFAULT_DIR) -> dict[str, np.ndarray]:
@@ -29,16 +31,23 @@ def load_cache(cache_dir: Path = DEFAULT_DIR) -> dict[str, np.ndarray]:
 
 
 def embed_cached(
-    texts: list[str], cache_dir: Path = DEFAULT_DIR, *, shard: int = 2000, verbose: bool = True
+    texts: list[str],
+    cache_dir: Path | None = None,
+    *,
+    shard: int = 2000,
+    verbose: bool = True,
+    variant: str = "packaged",
 ) -> dict[str, np.ndarray]:
-    """Vectors for ``texts``, embedding (and caching) only those not on disk yet."""
+    """Vectors for ``texts`` from the MiniLM build ``variant`` (``keel.ml.embeddings``),
+    embedding (and caching) only those not on disk yet."""
     from keel.ml.embeddings import get_embedder
 
+    cache_dir = cache_dir or DIRS[variant]
     cache_dir.mkdir(parents=True, exist_ok=True)
     have = load_cache(cache_dir)
     todo = sorted({t for t in texts if t not in have})
     if todo:
-        emb = get_embedder()
+        emb = get_embedder(variant)  # type: ignore[arg-type]
         n_existing = len(list(cache_dir.glob("shard-*.npz")))
         t0 = time.perf_counter()
         for i in range(0, len(todo), shard):

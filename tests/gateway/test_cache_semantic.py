@@ -88,7 +88,7 @@ def minilm() -> Any:
 
     if not embeddings_available():
         pytest.skip("local embeddings not installed")
-    return get_embedder()
+    return get_embedder("qint8")  # what the cache runs
 
 
 async def test_paraphrase_hits_with_real_minilm(minilm: Any) -> None:

@@ -649,7 +649,7 @@ class _Partition:
 class SemanticCache:
     """Paraphrase-tolerant cache of ``chat.completion`` responses (in process).
 
-    ``embedder`` defaults to ``keel.ml.embeddings.get_embedder()`` (loaded on first use).
+    ``embedder`` defaults to ``keel.ml.embeddings.get_embedder("qint8")`` (loaded on first use).
     ``ttl_s`` is the default time to live; ``max_entries`` bounds each partition (the oldest
     entries go first). ``top_k`` candidates are verified per lookup, best first. ``stats``
     counts hits, misses, rejections by reason and stores.
@@ -698,7 +698,7 @@ class SemanticCache:
         if self._embedder is None:
             from keel.ml.embeddings import get_embedder
 
-            self._embedder = get_embedder()
+            self._embedder = get_embedder("qint8")
         return self._embedder.embed(list(texts))
 
     # -- synchronous core (usable without an event loop)

@@ -1,0 +1,112 @@
+"""The semantic cache's int8-compute MiniLM (tools/build_minilm_qint8.py, built by make install)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from keel.gateway.provider import CacheScope
+from keel.gateway.semantic_cache import SemanticCache
+from keel.ml import embeddings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(
+    not embeddings.embeddings_available(), reason="local embeddings not installed"
+)
+
+PAIRS = [
+    ("How do I reset my password?", "How can I reset my password?"),
+    (
+        "What is the refund window for online orders?",
+        "How long do I have to return something I bought online?",
+    ),
+    ("Which is the best way to learn Python quickly?", "How can I learn Python fast?"),
+    ("Why is the sky blue?", "What makes the sky look blue?"),
+    ("How do I delete my account?", "How do I change my shipping address?"),
+    ("What is the capital of France?", "What is the population of France?"),
+    ("Is smoking allowed in the hotel rooms?", "Can I bring my dog to the hotel?"),
+    ("Translate 'good morning' to Spanish", "What time does the store open on Sunday?"),
+    ("My package arrived damaged, what should I do?", "The parcel I received is broken. What now?"),
+    (
+        "Explain the difference between a Roth IRA and a traditional IRA.",
+        "Roth vs traditional IRA?",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def both() -> tuple[Any, Any]:
+    assert embeddings.QINT8_PATH.exists(), "make install builds it (tools/build_minilm_qint8.py)"
+    return embeddings.Embedder(cache_size=0), embeddings.Embedder(cache_size=0, variant="qint8")
+
+
+def test_the_cache_runs_the_int8_build_by_default() -> None:
+    import asyncio
+
+    async def go() -> Any:
+        cache = SemanticCache()
+        scope = CacheScope("p", "r", "m", "1")
+        q = {"messages": [{"role": "user", "content": "How do I reset my password?"}]}
+        a = {"choices": [{"index": 0, "message": {"content": "x"}, "finish_reason": "stop"}]}
+        assert await cache.store(scope, q, a)
+        return cache._embedder
+
+    emb = asyncio.run(go())
+    assert emb is embeddings.get_embedder("qint8")
+    assert emb.model == embeddings.QINT8_MODEL_NAME
+    assert embeddings.get_embedder().model == embeddings.MODEL_NAME  # evaluators: unchanged
+
+
+def test_int8_vectors_stay_close_to_the_packaged_ones(both: tuple[Any, Any]) -> None:
+    packaged, qint8 = both
+    texts = [t for pair in PAIRS for t in pair]
+    a, b = packaged.embed(texts), qint8.embed(texts)
+    per_text = (a * b).sum(1)
+    assert per_text.min() > 0.985, per_text.round(3)
+    sim_a = np.array([a[2 * i] @ a[2 * i + 1] for i in range(len(PAIRS))])
+    sim_b = np.array([b[2 * i] @ b[2 * i + 1] for i in range(len(PAIRS))])
+    assert np.abs(sim_a - sim_b).max() < 0.03, (sim_a.round(3), sim_b.round(3))
+    # the order of pairs by similarity is what the cache decides on: it holds
+    assert np.corrcoef(sim_a, sim_b)[0, 1] > 0.98
+    # and it is a different computation, not the same file under another name
+    assert np.abs(a - b).max() > 1e-4
+
+
+def test_missing_build_falls_back_to_the_packaged_model(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(embeddings, "QINT8_PATH", Path("/nonexistent/minilm-l6-qint8.onnx"))
+    with caplog.at_level(logging.WARNING, logger="keel.ml"):
+        emb = embeddings.Embedder(cache_size=0, variant="qint8")
+    assert emb.model == embeddings.MODEL_NAME
+    assert "build_minilm_qint8" in caplog.text
+    ref = embeddings.Embedder(cache_size=0).embed_one("a plain sentence")
+    assert float(emb.embed_one("a plain sentence") @ ref) > 0.9999
+
+
+def test_build_tool_is_deterministic_and_quantizes_matmuls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, both: tuple[Any, Any]
+) -> None:
+    onnx = pytest.importorskip("onnx")
+    out = tmp_path / "minilm-l6-qint8.onnx"
+    monkeypatch.setattr(embeddings, "QINT8_PATH", out)
+    spec = importlib.util.spec_from_file_location("build_q", ROOT / "tools/build_minilm_qint8.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--force"]) == 0
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
+    built = embeddings.Embedder(cache_size=0, variant="qint8")  # reads the patched path
+    v = built.embed_one("How do I reset my password?")
+    assert float(v @ both[1].embed_one("How do I reset my password?")) > 0.99999
+    # up to date: not rebuilt
+    mtime = out.stat().st_mtime_ns
+    assert mod.main([]) == 0
+    assert out.stat().st_mtime_ns == mtime
