@@ -252,3 +252,23 @@ def test_ivf_index_finds_near_duplicates_like_brute_force() -> None:
     assert all(r != 0 for r, _ in idx.search(data[0], 5))
     assert idx.search(data[1], 5, min_score=1.01) == []
     assert len(idx) == n - 1
+
+
+def test_static_query_encoder_gets_its_own_verifier(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keel.gateway import semantic_cache as sc
+    from keel.ml.static_embeddings import StaticEmbedder
+
+    monkeypatch.delenv("KEEL_CACHE_PAIR_MODEL", raising=False)
+    v = SemanticCache(StaticEmbedder()).verifier
+    assert (v.min_similarity, v.decision, v.bias) == (
+        sc.STATIC_FLOOR,
+        sc.STATIC_DECISION,
+        sc.STATIC_BIAS,
+    )
+    assert v.weights == sc.STATIC_WEIGHTS
+    m = SemanticCache(SameVector()).verifier  # any other embedder: the MiniLM fit
+    assert (m.min_similarity, m.decision, m.weights) == (
+        0.80,
+        sc.DEFAULT_DECISION,
+        sc.DEFAULT_WEIGHTS,
+    )
