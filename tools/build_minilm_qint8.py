@@ -24,6 +24,7 @@ the install.
 
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
 import time
@@ -57,6 +58,9 @@ def main(argv: list[str]) -> int:
             opts.optimized_model_filepath = str(folded)
             ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
             part = out.with_suffix(".part")
+            # the quantizer's advice to run its shape pre-processing (needs sympy, changes
+            # nothing for this graph) goes to the root logger: keep install output clean
+            logging.getLogger().setLevel(logging.ERROR)
             quantize_dynamic(
                 str(folded),
                 str(part),
