@@ -90,6 +90,19 @@ def test_missing_build_falls_back_to_the_packaged_model(
     assert float(emb.embed_one("a plain sentence") @ ref) > 0.9999
 
 
+def test_unreadable_build_falls_back_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = tmp_path / "minilm-l6-qint8.onnx"
+    broken.write_bytes(b"\x08\x07not an onnx model" * 100)
+    monkeypatch.setattr(embeddings, "QINT8_PATH", broken)
+    with caplog.at_level(logging.WARNING, logger="keel.ml"):
+        emb = embeddings.Embedder(cache_size=0, variant="qint8")
+    assert emb.model == embeddings.MODEL_NAME
+    assert "does not load" in caplog.text
+    assert emb.embed_one("still works").shape == (embeddings.DIMENSIONS,)
+
+
 def test_build_tool_is_deterministic_and_quantizes_matmuls(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, both: tuple[Any, Any]
 ) -> None:

