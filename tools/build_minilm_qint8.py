@@ -60,14 +60,19 @@ def main(argv: list[str]) -> int:
             part = out.with_suffix(".part")
             # the quantizer's advice to run its shape pre-processing (needs sympy, changes
             # nothing for this graph) goes to the root logger: keep install output clean
-            logging.getLogger().setLevel(logging.ERROR)
-            quantize_dynamic(
-                str(folded),
-                str(part),
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                extra_options={"MatMulConstBOnly": True},
-            )
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(logging.ERROR)
+            try:
+                quantize_dynamic(
+                    str(folded),
+                    str(part),
+                    weight_type=QuantType.QInt8,
+                    per_channel=True,
+                    extra_options={"MatMulConstBOnly": True},
+                )
+            finally:
+                root.setLevel(level)
             part.replace(out)
     except Exception as e:  # never fail the install over an optional speed-up
         print(f"minilm-qint8: not built ({type(e).__name__}: {e})", file=sys.stderr)

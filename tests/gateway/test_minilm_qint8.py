@@ -113,7 +113,9 @@ def test_build_tool_is_deterministic_and_quantizes_matmuls(
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    root_level = logging.getLogger().level
     assert mod.main(["--force"]) == 0
+    assert logging.getLogger().level == root_level  # the tool leaves logging as it found it
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
     built = embeddings.Embedder(cache_size=0, variant="qint8")  # reads the patched path
