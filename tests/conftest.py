@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import http.client
 import os
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +18,40 @@ PG_ADMIN_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("KEEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REQUIRE_SERVICES = os.environ.get("KEEL_TEST_REQUIRE_SERVICES") == "1"
+
+
+def _start_keel_serve(
+    db: Path, port: int, *, workers: int = 1, new_session: bool = False, timeout: float = 60.0
+) -> subprocess.Popen[bytes]:
+    args = ["--store", f"sqlite:///{db}", "serve", "--port", str(port), "--workers", str(workers)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keel", *args, "--log-level", "warning"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=new_session,  # one process group: a kill reaches every worker
+        env={**os.environ, "KEEL_CONFIG": str(db.parent / "none.toml")},
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", "/healthz")
+            ok = c.getresponse().status == 200
+            c.close()
+            if ok:
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("server did not start")
+
+
+@pytest.fixture
+def keel_serve() -> Callable[..., subprocess.Popen[bytes]]:
+    """``keel_serve(db_path, port, workers=1, new_session=False)``: a real ``keel serve``
+    process on a SQLite file, returned once ``/healthz`` answers (the caller stops it)."""
+    return _start_keel_serve
 
 
 def _pg_available() -> bool:

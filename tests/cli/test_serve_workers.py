@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,42 +88,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _serve(tmp_path: Path, port: int, workers: int = 2) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "keel",
-            "--store",
-            f"sqlite:///{tmp_path}/w.db",
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--workers",
-            str(workers),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "KEEL_CONFIG": str(tmp_path / "none.toml")},
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            c.request("GET", "/healthz")
-            ok = c.getresponse().status == 200
-            c.close()
-            if ok:
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("server did not start")
-
-
 def _children(pid: int) -> list[int]:
     out: list[int] = []
     for task in os.listdir(f"/proc/{pid}/task"):
@@ -161,10 +126,10 @@ def _get(conn: http.client.HTTPConnection, path: str = "/healthz") -> int:
 
 @pytest.mark.slow
 def test_keep_alive_connections_are_spread_over_workers_and_a_dead_worker_is_replaced(
-    tmp_path: Path,
+    tmp_path: Path, keel_serve: Any
 ) -> None:
     port = _free_port()
-    proc = _serve(tmp_path, port)
+    proc = keel_serve(tmp_path / "w.db", port, workers=2)
     try:
         pids = _children(proc.pid)
         assert len(pids) == 2
@@ -212,9 +177,9 @@ def test_keep_alive_connections_are_spread_over_workers_and_a_dead_worker_is_rep
 
 
 @pytest.mark.slow
-def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
+def test_workers_exit_when_the_parent_is_killed(tmp_path: Path, keel_serve: Any) -> None:
     port = _free_port()
-    proc = _serve(tmp_path, port)
+    proc = keel_serve(tmp_path / "w.db", port, workers=2)
     pids = _children(proc.pid)
     proc.kill()
     proc.wait(10)

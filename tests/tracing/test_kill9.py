@@ -5,51 +5,14 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from _ingest_helpers import free_port, llm_span
 
 from keel.otlp.encode import encode_protobuf
 from keel.storage import open_store
-
-
-def _start(db: Path, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
-    keel = str(Path(sys.executable).with_name("keel"))
-    proc = subprocess.Popen(
-        [
-            keel,
-            "--store",
-            f"sqlite:///{db}",
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--workers",
-            str(workers),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # one process group: kill -9 reaches every worker
-        env={**os.environ, "KEEL_CONFIG": str(db.parent / "none.toml")},
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            c.request("GET", "/healthz")
-            if c.getresponse().status == 200:
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("server did not start")
 
 
 def _batch(sender: int, n: int) -> tuple[bytes, list[tuple[str, str]]]:
@@ -62,10 +25,10 @@ def _batch(sender: int, n: int) -> tuple[bytes, list[tuple[str, str]]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
-def test_kill9_loses_no_acknowledged_span(tmp_path, workers):
+def test_kill9_loses_no_acknowledged_span(tmp_path, workers, keel_serve):
     db = tmp_path / "k9.db"
     port = free_port()
-    proc = _start(db, port, workers)
+    proc = keel_serve(db, port, workers=workers, new_session=True, timeout=30)
     acked: list[tuple[str, str]] = []
     lock = threading.Lock()
     stop = threading.Event()
@@ -112,7 +75,7 @@ def test_kill9_loses_no_acknowledged_span(tmp_path, workers):
     assert len(final) >= len(snapshot) >= 800
 
     # restart the server on the same file: it must start and see everything acknowledged
-    proc2 = _start(db, port)
+    proc2 = keel_serve(db, port, new_session=True, timeout=30)
     try:
         store = open_store(f"sqlite:///{db}")
         projects = {p.name: p.id for p in store.projects.list_projects()}
