@@ -18,6 +18,20 @@ DEFAULT_DIR = BASE_DIR / "minilm-int8"  # the packaged model (every evaluator's)
 DIRS = {"packaged": DEFAULT_DIR, "qint8": BASE_DIR / "minilm-qint8"}
 
 
+def _qint8_dir() -> Path:
+    """The int8-compute build's cache, one per build recipe (``tools/build_minilm_qint8.py``
+    writes it beside the model), so vectors of an earlier build are never mixed in."""
+    import hashlib
+
+    from keel.ml.embeddings import QINT8_PATH
+
+    stamp = QINT8_PATH.with_name(QINT8_PATH.name + ".build")
+    if not stamp.exists():
+        return DIRS["qint8"]
+    tag = hashlib.sha256(stamp.read_bytes()).hexdigest()[:8]
+    return BASE_DIR / f"minilm-qint8-{tag}"
+
+
 def load_cache(cache_dir: Path = DEFAULT_DIR) -> dict[str, np.ndarray]:
     """Every cached text → vector."""
     out: dict[str, np.ndarray] = {}
@@ -42,7 +56,7 @@ def embed_cached(
     embedding (and caching) only those not on disk yet."""
     from keel.ml.embeddings import get_embedder
 
-    cache_dir = cache_dir or DIRS[variant]
+    cache_dir = cache_dir or (_qint8_dir() if variant == "qint8" else DIRS[variant])
     cache_dir.mkdir(parents=True, exist_ok=True)
     have = load_cache(cache_dir)
     todo = sorted({t for t in texts if t not in have})

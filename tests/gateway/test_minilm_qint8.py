@@ -103,25 +103,89 @@ def test_unreadable_build_falls_back_too(
     assert emb.embed_one("still works").shape == (embeddings.DIMENSIONS,)
 
 
+def _load_tool() -> Any:
+    spec = importlib.util.spec_from_file_location("build_q", ROOT / "tools/build_minilm_qint8.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def test_build_tool_is_deterministic_and_quantizes_matmuls(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, both: tuple[Any, Any]
 ) -> None:
     onnx = pytest.importorskip("onnx")
     out = tmp_path / "minilm-l6-qint8.onnx"
     monkeypatch.setattr(embeddings, "QINT8_PATH", out)
-    spec = importlib.util.spec_from_file_location("build_q", ROOT / "tools/build_minilm_qint8.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _load_tool()
     root_level = logging.getLogger().level
     assert mod.main(["--force"]) == 0
     assert logging.getLogger().level == root_level  # the tool leaves logging as it found it
-    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    # attention fused into one quantized node per layer; the weight matmuls are int8
+    assert ops.count("QAttention") == 6
     assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
+    assert "Softmax" not in ops and "Transpose" not in ops
+    assert out.with_name(out.name + ".build").read_text().strip() == mod.RECIPE
     built = embeddings.Embedder(cache_size=0, variant="qint8")  # reads the patched path
     v = built.embed_one("How do I reset my password?")
     assert float(v @ both[1].embed_one("How do I reset my password?")) > 0.99999
+    # in a padded batch the fused node reads the mask: short texts keep their vectors (dynamic
+    # int8 makes a vector depend a little on its batch, ~0.99; ignored padding gives far less)
+    texts = [t for pair in PAIRS for t in pair] + ["hi"]
+    batched = embeddings.Embedder(cache_size=0, variant="qint8").embed(texts)
+    reference = both[0].embed(texts)
+    assert (reference * batched).sum(1).min() > 0.97
     # up to date: not rebuilt
     mtime = out.stat().st_mtime_ns
     assert mod.main([]) == 0
     assert out.stat().st_mtime_ns == mtime
+    # a build from an earlier recipe is replaced
+    out.with_name(out.name + ".build").write_text(mod.RECIPE_UNFUSED + "\n")
+    assert mod.main([]) == 0
+    assert out.stat().st_mtime_ns != mtime
+
+
+def test_build_tool_falls_back_to_the_unfused_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    onnx = pytest.importorskip("onnx")
+    out = tmp_path / "minilm-l6-qint8.onnx"
+    monkeypatch.setattr(embeddings, "QINT8_PATH", out)
+    mod = _load_tool()
+
+    def no_pattern(model: Any) -> int:
+        raise ValueError("attention layers not found")
+
+    monkeypatch.setattr(mod, "fuse_attention", no_pattern)
+    assert mod.main(["--force"]) == 0
+    assert "fell back" in capsys.readouterr().err
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert "QAttention" not in ops and "MatMulInteger" in ops
+    assert out.with_name(out.name + ".build").read_text().strip() == mod.RECIPE_UNFUSED
+
+
+def test_build_tool_writes_nothing_that_fails_its_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("onnx")
+    out = tmp_path / "minilm-l6-qint8.onnx"
+    monkeypatch.setattr(embeddings, "QINT8_PATH", out)
+    mod = _load_tool()
+    monkeypatch.setattr(mod, "check", lambda candidate, reference: 0.5)
+    assert mod.main(["--force"]) == 0  # never fails the install
+    assert "not built" in capsys.readouterr().err
+    assert not out.exists() and not out.with_suffix(".part").exists()
+
+
+def test_fuse_attention_rejects_a_graph_without_the_pattern() -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    mod = _load_tool()
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    with pytest.raises(ValueError, match="attention layers not found"):
+        mod.fuse_attention(helper.make_model(graph))
+    assert onnx  # imported for the skip

@@ -26,7 +26,9 @@ Usage::
 
 The vector index (:class:`VectorIndex`) is a per-partition float32 matrix searched by
 brute-force dot product while small and by an inverted-file (IVF) index once it grows past
-``ivf_min_rows``: centroids by k-means, ``nprobe`` nearest lists scanned, exact re-scoring.
+``ivf_min_rows``: centroids by k-means (retrained in a background thread as the partition
+grows), ``nprobe`` nearest lists scanned, exact re-scoring. Removed and expired entries free
+their rows for reuse, so a partition's memory follows its live entries.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
@@ -511,9 +514,20 @@ class VectorIndex:
     """Unit vectors by row id, searched by inner product.
 
     Brute force (one vectorised matrix-vector product) below ``ivf_min_rows``; above it an
-    IVF index: ``sqrt(n)`` k-means centroids trained on a sample, vectors kept in one
-    contiguous block per list, ``nprobe`` lists scanned per query. Rebuilt when the index has
-    doubled since the last build. Deleted rows are masked, and compacted on rebuild.
+    IVF index: ``lists_per_sqrt * sqrt(n)`` k-means centroids trained on a sample, vectors kept
+    in one contiguous block per list, ``nprobe`` lists scanned per query. Retrained when the
+    number of live rows has doubled since the last training.
+
+    A removed row leaves its IVF list at once (the list's last row takes its place) and its
+    row id is reused by the next :meth:`add`, so a cache that keeps replacing entries (TTL
+    expiry, eviction at ``max_entries``) stays at the size of its live rows: memory and search
+    time follow the live entries, not every entry ever stored.
+
+    With ``background=True`` the retraining (k-means and the assignment of every row, ~1-3 s
+    at 100,000 rows) runs in a thread on a snapshot, and only its installation takes ``lock``
+    (the caller's lock, held around every other call); until then searches use the previous
+    lists or brute force. Rows added or removed meanwhile are reconciled at installation (a
+    generation number per row tells a reused row from the one that was snapshotted).
     """
 
     def __init__(
@@ -522,7 +536,10 @@ class VectorIndex:
         *,
         ivf_min_rows: int = 8192,
         nprobe: int = 12,
+        lists_per_sqrt: float = 3.0,
         seed: int = 0,
+        background: bool = False,
+        lock: AbstractContextManager[Any] | None = None,
     ) -> None:
         import numpy as np
 
@@ -530,48 +547,73 @@ class VectorIndex:
         self.dim = dim
         self.ivf_min_rows = ivf_min_rows
         self.nprobe = nprobe
+        self.lists_per_sqrt = lists_per_sqrt
         self._rng = np.random.default_rng(seed)
         self._vecs = np.zeros((64, dim), dtype=np.float32)
         self._alive = np.zeros(64, dtype=bool)
-        self._n = 0
+        self._gen = np.zeros(64, dtype=np.int64)  # bumped at every add of a row
+        self._n = 0  # rows ever used (high-water mark)
+        self._free: list[int] = []  # removed rows, reused first
         self._n_alive = 0
-        # IVF state
+        # IVF state: a row's list and position in it (-1: in no list)
         self._centroids: np.ndarray | None = None
         self._lists: list[np.ndarray] = []  # row ids per list
         self._list_vecs: list[np.ndarray] = []
         self._list_len: list[int] = []
+        self._where = np.full(64, -1, dtype=np.int64)
+        self._pos = np.zeros(64, dtype=np.int64)
         self._built_at = 0
+        self._background = background
+        self._lock = lock if lock is not None else threading.RLock()
+        self._builder: threading.Thread | None = None
+        self.builds = 0
 
     def __len__(self) -> int:
         return self._n_alive
 
-    def add(self, vec: np.ndarray) -> int:
-        """Append a unit vector; returns its row id."""
+    def _grow(self) -> None:
         np = self._np
-        if self._n == len(self._vecs):
-            grow = max(64, len(self._vecs))
-            self._vecs = np.concatenate([self._vecs, np.zeros((grow, self.dim), np.float32)])
-            self._alive = np.concatenate([self._alive, np.zeros(grow, bool)])
-        row = self._n
+        grow = max(64, len(self._vecs))
+        self._vecs = np.concatenate([self._vecs, np.zeros((grow, self.dim), np.float32)])
+        self._alive = np.concatenate([self._alive, np.zeros(grow, bool)])
+        self._gen = np.concatenate([self._gen, np.zeros(grow, np.int64)])
+        self._where = np.concatenate([self._where, np.full(grow, -1, np.int64)])
+        self._pos = np.concatenate([self._pos, np.zeros(grow, np.int64)])
+
+    def add(self, vec: np.ndarray) -> int:
+        """Store a unit vector; returns its row id (a removed row's id may be reused)."""
+        if self._free:
+            row = self._free.pop()
+        else:
+            if self._n == len(self._vecs):
+                self._grow()
+            row = self._n
+            self._n += 1
         self._vecs[row] = vec
         self._alive[row] = True
-        self._n += 1
+        self._gen[row] += 1
         self._n_alive += 1
         if self._centroids is not None:
-            self._assign(row, vec)
+            self._assign(row)
         if self._n_alive >= self.ivf_min_rows and self._n_alive >= 2 * self._built_at:
-            self.build()
+            if self._background:
+                self._start_build()
+            else:
+                self.build()
         return row
 
     def remove(self, row: int) -> None:
-        """Mask a row out of every future search."""
+        """Drop a row from every future search; its id becomes free for reuse."""
         if 0 <= row < self._n and self._alive[row]:
             self._alive[row] = False
             self._n_alive -= 1
+            self._unassign(row)
+            self._free.append(row)
 
-    def _assign(self, row: int, vec: np.ndarray) -> None:
+    def _assign(self, row: int) -> None:
         np = self._np
         assert self._centroids is not None
+        vec = self._vecs[row]
         c = int(np.argmax(self._centroids @ vec))
         n = self._list_len[c]
         if n == len(self._lists[c]):
@@ -583,17 +625,76 @@ class VectorIndex:
         self._lists[c][n] = row
         self._list_vecs[c][n] = vec
         self._list_len[c] = n + 1
+        self._where[row] = c
+        self._pos[row] = n
+
+    def _unassign(self, row: int) -> None:
+        c = int(self._where[row])
+        if c < 0:
+            return
+        p, last = int(self._pos[row]), self._list_len[c] - 1
+        if p != last:  # the list's last row fills the hole
+            moved = int(self._lists[c][last])
+            self._lists[c][p] = moved
+            self._list_vecs[c][p] = self._list_vecs[c][last]
+            self._pos[moved] = p
+        self._list_len[c] = last
+        self._where[row] = -1
+
+    # -- (re)training
 
     def build(self, *, iterations: int = 8, sample: int = 20_000) -> None:
-        """(Re)train the IVF centroids with spherical k-means and re-assign every live row."""
-        np = self._np
-        rows = np.flatnonzero(self._alive[: self._n])
-        if len(rows) < 2 * 64:
+        """(Re)train the IVF centroids with spherical k-means and re-assign every live row,
+        in this thread."""
+        snap = self._snapshot()
+        if snap is not None:
+            self._install(*snap, *self._train(snap[0], snap[2], iterations, sample))
+
+    def wait_for_build(self, timeout: float | None = None) -> bool:
+        """Wait for a background build to be installed; False if it is still running."""
+        t = self._builder
+        if t is not None:
+            t.join(timeout)
+            return not t.is_alive()
+        return True
+
+    def _start_build(self) -> None:
+        if self._builder is not None and self._builder.is_alive():
             return
-        k = max(16, int(math.sqrt(len(rows))))
-        pick = rows if len(rows) <= sample else self._rng.choice(rows, sample, replace=False)
-        data = self._vecs[pick]
-        cent = data[self._rng.choice(len(data), k, replace=False)].copy()
+        snap = self._snapshot()
+        if snap is None:
+            return
+        self._built_at = len(snap[0])  # no second build until the live rows double again
+        self._builder = threading.Thread(
+            target=self._build_in_background, args=snap, name="keel-ivf-build", daemon=True
+        )
+        self._builder.start()
+
+    def _build_in_background(self, rows: np.ndarray, gens: np.ndarray, vecs: np.ndarray) -> None:
+        try:
+            trained = self._train(rows, vecs, 8, 20_000)
+            with self._lock:
+                self._install(rows, gens, vecs, *trained)
+        except Exception:  # the previous lists (or brute force) keep serving
+            log.exception("semantic cache: IVF rebuild failed; the previous index stays in use")
+
+    def _snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Live rows, their generations and the vector block they are read from (the block is
+        only read later, off the lock: rows rewritten meanwhile are caught by the generation)."""
+        rows = self._np.flatnonzero(self._alive[: self._n])
+        if len(rows) < 2 * 64:
+            return None
+        return rows, self._gen[rows].copy(), self._vecs
+
+    def _train(
+        self, rows: np.ndarray, block: np.ndarray, iterations: int, sample: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        np = self._np
+        vecs = block[rows]
+        k = max(16, int(self.lists_per_sqrt * math.sqrt(len(rows))))
+        sample = max(sample, 25 * k)
+        data = vecs if len(rows) <= sample else vecs[self._rng.choice(len(rows), sample, False)]
+        cent = data[self._rng.choice(len(data), min(k, len(data)), replace=False)].copy()
         for _ in range(iterations):
             assign = np.argmax(data @ cent.T, axis=1)
             sums = np.zeros_like(cent)
@@ -603,22 +704,44 @@ class VectorIndex:
             sums[empty] = data[self._rng.choice(len(data), int(empty.sum()))]
             norms[empty] = 1.0
             cent = (sums / norms).astype(np.float32)
-        vecs = self._vecs[rows]
         assign = np.empty(len(rows), dtype=np.int64)
         for s in range(0, len(rows), 8192):
             assign[s : s + 8192] = np.argmax(vecs[s : s + 8192] @ cent.T, axis=1)
+        return cent, assign
+
+    def _install(
+        self,
+        rows: np.ndarray,
+        gens: np.ndarray,
+        block: np.ndarray,
+        cent: np.ndarray,
+        assign: np.ndarray,
+    ) -> None:
+        """Swap in trained lists (caller holds the lock): snapshot rows removed or rewritten
+        since are left out, rows added since are assigned to the new centroids."""
+        np = self._np
+        valid = self._alive[rows] & (self._gen[rows] == gens)
+        rows, assign = rows[valid], assign[valid]
+        k = len(cent)
         order = np.argsort(assign, kind="stable")
         counts = np.bincount(assign, minlength=k)
+        self._where[: self._n] = -1
         self._lists, self._list_vecs, self._list_len = [], [], []
         start = 0
         for c in range(k):
-            idx = order[start : start + counts[c]]
+            r = rows[order[start : start + counts[c]]]
             start += counts[c]
-            self._lists.append(rows[idx].astype(np.int64))
-            self._list_vecs.append(np.ascontiguousarray(vecs[idx]))
-            self._list_len.append(int(counts[c]))
+            self._lists.append(r.astype(np.int64))
+            self._list_vecs.append(np.ascontiguousarray(self._vecs[r]))
+            self._list_len.append(len(r))
+            self._where[r] = c
+            self._pos[r] = np.arange(len(r))
         self._centroids = cent
-        self._built_at = len(rows)
+        self._built_at = max(self._built_at, len(rows))
+        late = np.flatnonzero(self._alive[: self._n] & (self._where[: self._n] < 0))
+        for row in late.tolist():
+            self._assign(row)
+        self.builds += 1
 
     def search(self, q: np.ndarray, k: int = 4, min_score: float = -1.0) -> list[tuple[int, float]]:
         """Up to ``k`` (row, score) pairs with score >= ``min_score``, best first."""
@@ -629,11 +752,12 @@ class VectorIndex:
             scores = self._vecs[: self._n] @ q
             scores[~self._alive[: self._n]] = -2.0
             cand_rows = None
-        else:
+        else:  # the lists hold live rows only
             cs = self._centroids @ q
-            probe = np.argpartition(cs, -min(self.nprobe, len(cs)))[-self.nprobe :]
+            nprobe = min(self.nprobe, len(cs))
+            probe = np.argpartition(cs, -nprobe)[-nprobe:]
             parts_s, parts_r = [], []
-            for c in probe:
+            for c in probe.tolist():
                 n = self._list_len[c]
                 if n:
                     parts_s.append(self._list_vecs[c][:n] @ q)
@@ -642,16 +766,15 @@ class VectorIndex:
                 return []
             scores = np.concatenate(parts_s)
             cand_rows = np.concatenate(parts_r)
-            scores[~self._alive[cand_rows]] = -2.0
         kk = min(k, len(scores))
         top = np.argpartition(scores, -kk)[-kk:]
         top = top[np.argsort(-scores[top])]
         out = []
-        for i in top:
+        for i in top.tolist():
             s = float(scores[i])
             if s < min_score:
                 break
-            out.append((int(i) if cand_rows is None else int(cand_rows[i]), s))
+            out.append((i if cand_rows is None else int(cand_rows[i]), s))
         return out
 
 
@@ -666,8 +789,12 @@ class _Entry:
 
 
 class _Partition:
-    def __init__(self, dim: int, ivf_min_rows: int, nprobe: int) -> None:
-        self.index = VectorIndex(dim, ivf_min_rows=ivf_min_rows, nprobe=nprobe)
+    def __init__(
+        self, dim: int, ivf_min_rows: int, nprobe: int, lock: AbstractContextManager[Any]
+    ) -> None:
+        self.index = VectorIndex(
+            dim, ivf_min_rows=ivf_min_rows, nprobe=nprobe, background=True, lock=lock
+        )
         self.entries: dict[int, _Entry] = {}
         self.by_text: dict[str, int] = {}
 
@@ -802,7 +929,9 @@ class SemanticCache:
             part = self._parts.get(part_key)
             if part is None:
                 dim = int(vec.shape[0])
-                part = self._parts[part_key] = _Partition(dim, self._ivf_min_rows, self._nprobe)
+                part = self._parts[part_key] = _Partition(
+                    dim, self._ivf_min_rows, self._nprobe, self._lock
+                )
             old = part.by_text.get(text)
             if old is not None:
                 self._drop(part, old)
@@ -831,6 +960,13 @@ class SemanticCache:
                     self._drop(part, row)
                     n += 1
         return n
+
+    def wait_for_index(self, timeout: float | None = None) -> bool:
+        """Wait until no partition's index is being retrained in the background (tests and
+        benchmarks; lookups never need to). False if one is still running at ``timeout``."""
+        with self._lock:
+            parts = list(self._parts.values())
+        return all(p.index.wait_for_build(timeout) for p in parts)
 
     def clear(self) -> None:
         """Drop everything."""

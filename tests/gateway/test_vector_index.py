@@ -1,0 +1,194 @@
+"""The semantic cache's vector index: row reuse under churn, background retraining."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+
+from keel.gateway.provider import CacheScope
+from keel.gateway.semantic_cache import SemanticCache, VectorIndex
+
+
+def unit_vectors(n: int, dim: int = 32, seed: int = 0, clusters: int = 40) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((clusters, dim))
+    data = centers[rng.integers(0, clusters, n)] + 0.5 * rng.standard_normal((n, dim))
+    return (data / np.linalg.norm(data, axis=1, keepdims=True)).astype(np.float32)
+
+
+def check_invariants(idx: VectorIndex) -> None:
+    """Every live row sits in exactly one IVF list at the position it records, with its own
+    vector; no list holds a removed row; freed rows are not live."""
+    live = set(np.flatnonzero(idx._alive[: idx._n]).tolist())
+    assert len(live) == len(idx)
+    assert not live & set(idx._free)
+    assert len(idx._free) == idx._n - len(live)
+    if idx._centroids is None:
+        assert (idx._where[: idx._n] == -1).all()
+        return
+    seen: list[int] = []
+    for c, (rows, vecs, n) in enumerate(
+        zip(idx._lists, idx._list_vecs, idx._list_len, strict=True)
+    ):
+        for p, row in enumerate(rows[:n].tolist()):
+            assert idx._where[row] == c and idx._pos[row] == p
+            assert np.array_equal(vecs[p], idx._vecs[row])
+            seen.append(row)
+    assert len(seen) == len(set(seen)) and set(seen) == live
+
+
+def exact_top1(idx: VectorIndex, q: np.ndarray) -> int:
+    scores = idx._vecs[: idx._n] @ q
+    scores[~idx._alive[: idx._n]] = -2.0
+    return int(np.argmax(scores))
+
+
+def test_churn_reuses_rows_and_keeps_lists_exact() -> None:
+    """A cache that keeps replacing entries stays the size of its live rows (it grew without
+    bound before: every stored entry kept its row and its place in an IVF list)."""
+    data = unit_vectors(6000)
+    idx = VectorIndex(32, ivf_min_rows=500, nprobe=8)
+    live: list[int] = []
+    rng = np.random.default_rng(1)
+    for i, v in enumerate(data):
+        live.append(idx.add(v))
+        if len(live) > 800:  # evict a random live row: the steady state of a full cache
+            idx.remove(live.pop(int(rng.integers(0, len(live)))))
+        if i % 997 == 0:
+            check_invariants(idx)
+    check_invariants(idx)
+    assert idx._centroids is not None
+    assert len(idx) == 800
+    assert idx._n <= 801  # rows reused: the high-water mark is the peak of live rows
+    assert sum(idx._list_len) == 800
+    found = 0
+    for row in live[:200]:
+        q = idx._vecs[row] + 0.02 * rng.standard_normal(32).astype(np.float32)
+        q /= np.linalg.norm(q)
+        got = idx.search(q, 1)
+        assert got and got[0][0] in live
+        found += got[0][0] == exact_top1(idx, q)
+    assert found >= 196
+
+
+def test_removed_rows_never_come_back_and_reused_ids_carry_the_new_vector() -> None:
+    data = unit_vectors(1200, seed=2)
+    idx = VectorIndex(32, ivf_min_rows=300, nprobe=64)  # every list probed: exact
+    rows = [idx.add(v) for v in data[:1000]]
+    gone = rows[10]
+    idx.remove(gone)
+    idx.remove(gone)  # twice: no-op
+    assert all(r != gone for r, _ in idx.search(data[10], 5))
+    reused = idx.add(data[1100])
+    assert reused == gone  # the freed id is taken first
+    assert idx.search(data[1100], 1)[0] == (gone, pytest.approx(1.0, abs=1e-5))
+    assert all(r != gone for r, _ in idx.search(data[10], 1))
+    check_invariants(idx)
+
+
+def test_background_build_reconciles_rows_changed_while_it_trained(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lock = threading.RLock()
+    idx = VectorIndex(32, ivf_min_rows=400, nprobe=8, background=True, lock=lock)
+    data = unit_vectors(3000, seed=3)
+    started, release = threading.Event(), threading.Event()
+    real_train = VectorIndex._train
+
+    def slow_train(self: VectorIndex, *a: Any) -> Any:
+        started.set()
+        assert release.wait(10)
+        return real_train(self, *a)
+
+    monkeypatch.setattr(VectorIndex, "_train", slow_train)
+    rows = []
+    with lock:
+        for v in data[:400]:
+            rows.append(idx.add(v))  # the 400th starts the build
+    assert started.wait(10)
+    assert idx._centroids is None  # still brute force while it trains
+    with lock:
+        removed = rows[:50]
+        for r in removed:
+            idx.remove(r)
+        rewritten = [idx.add(v) for v in data[400:430]]  # reuse removed ids with new vectors
+        added = [idx.add(v) for v in data[430:600]]  # fresh rows
+        # searches during training are exact (brute force)
+        assert idx.search(data[500], 1)[0][0] == added[70]
+    release.set()
+    assert idx.wait_for_build(10)
+    with lock:
+        assert idx._centroids is not None and idx.builds == 1
+        check_invariants(idx)
+        assert len(idx) == 400 - 50 + 30 + 170
+        for r, v in zip(rewritten, data[400:430], strict=True):
+            assert idx.search(v, 1)[0][0] == r  # the new vector, not the snapshotted one
+        assert set(removed) == set(rewritten) | set(added[:20])  # every freed id reused
+        for r, v in zip(added, data[430:600], strict=True):
+            assert idx.search(v, 1)[0][0] == r
+
+
+def test_a_failed_background_build_leaves_the_index_serving(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(self: VectorIndex, *a: Any) -> Any:
+        raise MemoryError("no room for k-means")
+
+    monkeypatch.setattr(VectorIndex, "_train", broken)
+    idx = VectorIndex(32, ivf_min_rows=200, background=True)
+    data = unit_vectors(300, seed=4)
+    rows = [idx.add(v) for v in data]
+    assert idx.wait_for_build(10)
+    assert "IVF rebuild failed" in caplog.text
+    assert idx._centroids is None
+    assert idx.search(data[5], 1)[0][0] == rows[5]
+
+
+class RowVector:
+    """Deterministic distinct unit vectors per text (hash-seeded)."""
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        out = []
+        for t in texts:
+            rng = np.random.default_rng(abs(hash(t)) % 2**32)
+            v = rng.standard_normal(64).astype(np.float32)
+            out.append(v / np.linalg.norm(v))
+        return np.stack(out)
+
+
+@pytest.mark.anyio
+async def test_cache_under_churn_serves_the_right_answers_in_bounded_memory() -> None:
+    cache = SemanticCache(RowVector(), max_entries=300, ivf_min_rows=128)
+    scope = CacheScope("prj", "r", "m", "1")
+
+    def body(q: str) -> dict[str, Any]:
+        return {"model": "m", "messages": [{"role": "user", "content": q}]}
+
+    def answer(q: str) -> dict[str, Any]:
+        msg = {"role": "assistant", "content": "answer to " + q}
+        return {
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": msg, "finish_reason": "stop"}],
+        }
+
+    for i in range(3000):
+        assert await cache.store(
+            scope, body(f"question number {i}"), answer(f"question number {i}")
+        )
+    assert cache.wait_for_index(10)
+    (part,) = cache._parts.values()
+    assert len(cache) == 300 and part.index._n <= 301
+    check_invariants(part.index)
+    for i in range(2700, 3000, 7):
+        hit = await cache.lookup(scope, body(f"question number {i}"))
+        assert hit is not None
+        assert hit.response["choices"][0]["message"]["content"] == f"answer to question number {i}"
+    assert await cache.lookup(scope, body("question number 5")) is None
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
