@@ -189,3 +189,79 @@ def test_fuse_attention_rejects_a_graph_without_the_pattern() -> None:
     with pytest.raises(ValueError, match="attention layers not found"):
         mod.fuse_attention(helper.make_model(graph))
     assert onnx  # imported for the skip
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_layernorm_rewrite_computes_the_same(opset: int) -> None:
+    pytest.importorskip("onnx")
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    mod = _load_tool()
+    rng = np.random.default_rng(0)
+    h = 16
+
+    def init(name: str, shape: tuple[int, ...]) -> Any:
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node(
+            "SkipLayerNormalization",
+            ["x", "skip", "g1", "b1", "bias"],
+            ["y1", "", "", "sum"],
+            domain="com.microsoft",
+            epsilon=1e-12,
+        ),
+        helper.make_node("LayerNormalization", ["y1", "g2", "b2"], ["y2"], axis=-1, epsilon=1e-5),
+        helper.make_node("Add", ["y2", "sum"], ["out"]),  # the skip-sum output stays in use
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "T", h]),
+            helper.make_tensor_value_info("skip", TensorProto.FLOAT, [1, "T", h]),
+        ],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, "T", h])],
+        [
+            init("g1", (h,)),
+            init("b1", (h,)),
+            init("bias", (h,)),
+            init("g2", (h,)),
+            init("b2", (h,)),
+        ],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)],
+    )
+    feeds = {
+        "x": rng.standard_normal((1, 7, h)).astype(np.float32) * 3,
+        "skip": rng.standard_normal((1, 7, h)).astype(np.float32),
+    }
+
+    def run(m: Any) -> Any:
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return sess.run(None, feeds)[0]
+
+    before = run(model)
+    assert mod.decompose_layernorms(model) == 2
+    ops = {n.op_type for n in model.graph.node}
+    assert not ops & {"LayerNormalization", "SkipLayerNormalization"}
+    assert np.allclose(run(model), before, atol=1e-4)
+
+
+def test_layernorm_rewrite_refuses_a_used_statistics_output() -> None:
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    mod = _load_tool()
+    node = helper.make_node("LayerNormalization", ["x", "g"], ["y", "mean"], axis=-1)
+    graph = helper.make_graph(
+        [node, helper.make_node("Identity", ["mean"], ["m"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("m", TensorProto.FLOAT, [1, 1])],
+    )
+    with pytest.raises(ValueError, match="extra outputs"):
+        mod.decompose_layernorms(helper.make_model(graph))

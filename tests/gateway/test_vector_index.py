@@ -116,6 +116,8 @@ def test_background_build_reconciles_rows_changed_while_it_trained(
             idx.remove(r)
         rewritten = [idx.add(v) for v in data[400:430]]  # reuse removed ids with new vectors
         added = [idx.add(v) for v in data[430:600]]  # fresh rows
+        for r in rows[100:110]:  # removed and not reused before the swap
+            idx.remove(r)
         # searches during training are exact (brute force)
         assert idx.search(data[500], 1)[0][0] == added[70]
     release.set()
@@ -123,7 +125,8 @@ def test_background_build_reconciles_rows_changed_while_it_trained(
     with lock:
         assert idx._centroids is not None and idx.builds == 1
         check_invariants(idx)
-        assert len(idx) == 400 - 50 + 30 + 170
+        assert len(idx) == 400 - 50 + 30 + 170 - 10
+        assert not idx._alive[rows[100:110]].any() and sorted(idx._free) == sorted(rows[100:110])
         for r, v in zip(rewritten, data[400:430], strict=True):
             assert idx.search(v, 1)[0][0] == r  # the new vector, not the snapshotted one
         assert set(removed) == set(rewritten) | set(added[:20])  # every freed id reused

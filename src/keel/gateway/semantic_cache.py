@@ -648,7 +648,7 @@ class VectorIndex:
         in this thread."""
         snap = self._snapshot()
         if snap is not None:
-            self._install(*snap, *self._train(snap[0], snap[2], iterations, sample))
+            self._install(snap[1], self._train(snap[0], snap[2], iterations, sample))
 
     def wait_for_build(self, timeout: float | None = None) -> bool:
         """Wait for a background build to be installed; False if it is still running."""
@@ -674,7 +674,7 @@ class VectorIndex:
         try:
             trained = self._train(rows, vecs, 8, 20_000)
             with self._lock:
-                self._install(rows, gens, vecs, *trained)
+                self._install(gens, trained)
         except Exception:  # the previous lists (or brute force) keep serving
             log.exception("semantic cache: IVF rebuild failed; the previous index stays in use")
 
@@ -688,7 +688,9 @@ class VectorIndex:
 
     def _train(
         self, rows: np.ndarray, block: np.ndarray, iterations: int, sample: int
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[Any, ...]:
+        """Centroids and the new lists for ``rows`` (everything but the swap; no shared state
+        is written, so this runs off the lock)."""
         np = self._np
         vecs = block[rows]
         k = max(16, int(self.lists_per_sqrt * math.sqrt(len(rows))))
@@ -707,37 +709,34 @@ class VectorIndex:
         assign = np.empty(len(rows), dtype=np.int64)
         for s in range(0, len(rows), 8192):
             assign[s : s + 8192] = np.argmax(vecs[s : s + 8192] @ cent.T, axis=1)
-        return cent, assign
-
-    def _install(
-        self,
-        rows: np.ndarray,
-        gens: np.ndarray,
-        block: np.ndarray,
-        cent: np.ndarray,
-        assign: np.ndarray,
-    ) -> None:
-        """Swap in trained lists (caller holds the lock): snapshot rows removed or rewritten
-        since are left out, rows added since are assigned to the new centroids."""
-        np = self._np
-        valid = self._alive[rows] & (self._gen[rows] == gens)
-        rows, assign = rows[valid], assign[valid]
         k = len(cent)
         order = np.argsort(assign, kind="stable")
         counts = np.bincount(assign, minlength=k)
-        self._where[: self._n] = -1
-        self._lists, self._list_vecs, self._list_len = [], [], []
-        start = 0
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        lists, list_vecs = [], []
         for c in range(k):
-            r = rows[order[start : start + counts[c]]]
-            start += counts[c]
-            self._lists.append(r.astype(np.int64))
-            self._list_vecs.append(np.ascontiguousarray(self._vecs[r]))
-            self._list_len.append(len(r))
-            self._where[r] = c
-            self._pos[r] = np.arange(len(r))
+            sel = order[starts[c] : starts[c] + counts[c]]
+            lists.append(rows[sel].astype(np.int64))
+            list_vecs.append(np.ascontiguousarray(vecs[sel]))
+        pos = np.arange(len(rows)) - starts[assign[order]]
+        return cent, order, assign, pos, counts, lists, list_vecs
+
+    def _install(self, gens: np.ndarray, trained: tuple[Any, ...]) -> None:
+        """Swap in trained lists (caller holds the lock): snapshot rows removed or rewritten
+        since leave their lists, rows added since are assigned to the new centroids."""
+        np = self._np
+        cent, order, assign, pos, counts, lists, list_vecs = trained
+        rows = np.concatenate(lists) if lists else np.zeros(0, np.int64)  # in list order
+        self._where[: self._n] = -1
+        self._where[rows] = assign[order]
+        self._pos[rows] = pos
+        self._lists, self._list_vecs = lists, list_vecs
+        self._list_len = [int(c) for c in counts]
         self._centroids = cent
-        self._built_at = max(self._built_at, len(rows))
+        stale = ~(self._alive[rows] & (self._gen[rows] == gens[order]))
+        for row in rows[stale].tolist():
+            self._unassign(row)  # removed, or reused for another vector: out of its old list
+        self._built_at = max(self._built_at, len(rows) - int(stale.sum()))
         late = np.flatnonzero(self._alive[: self._n] & (self._where[: self._n] < 0))
         for row in late.tolist():
             self._assign(row)
