@@ -195,3 +195,69 @@ async def test_cache_under_churn_serves_the_right_answers_in_bounded_memory() ->
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _vec(i: int) -> np.ndarray:
+    v = np.random.default_rng(i).standard_normal(16).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+RESP = {"choices": [{"index": 0, "message": {"content": "x"}, "finish_reason": "stop"}]}
+
+
+def test_partitions_are_bounded_least_recently_used_first() -> None:
+    """One partition per distinct context: a system prompt that varies per user made one per
+    request, and they were never dropped (20,000 contexts held 1.4 GB before)."""
+    cache = SemanticCache(embedder=None, max_partitions=50)
+    for i in range(500):
+        cache.store_vector(f"ctx-{i}", "hello", _vec(i), RESP)
+        if i % 25 == 0:  # ctx-0 keeps being used: it stays
+            assert cache.lookup_vector("ctx-0", "hello", _vec(0)) is not None
+    assert len(cache._parts) == 50 and len(cache) == 50
+    assert cache.stats["evicted_partitions"] == 450
+    assert cache.lookup_vector("ctx-0", "hello", _vec(0)) is not None
+    assert cache.lookup_vector("ctx-499", "hello", _vec(499)) is not None
+    assert cache.lookup_vector("ctx-451", "hello", _vec(451)) is not None
+    assert cache.lookup_vector("ctx-450", "hello", _vec(450)) is None
+
+
+def test_total_entries_are_bounded_across_partitions() -> None:
+    cache = SemanticCache(embedder=None, max_total_entries=100)
+    for i in range(60):
+        cache.store_vector("a", f"question {i}", _vec(i), RESP)
+    for i in range(60):
+        cache.store_vector("b", f"question {i}", _vec(1000 + i), RESP)
+    assert len(cache) <= 100
+    assert "b" in cache._parts and len(cache._parts["b"].entries) == 60
+    assert "a" not in cache._parts  # the least recently used partition went first
+    for i in range(200):  # one partition alone: its own oldest entries go
+        cache.store_vector("b", f"more {i}", _vec(5000 + i), RESP)
+    assert len(cache) == 100 == len(cache._parts["b"].entries)
+    assert cache.lookup_vector("b", "more 199", _vec(5199)) is not None
+    assert cache.lookup_vector("b", "question 0", _vec(1000)) is None
+
+
+def test_expired_entries_and_partitions_leave_without_a_purge() -> None:
+    clock = Clock()
+    cache = SemanticCache(embedder=None, ttl_s=10, clock=clock)
+    for i in range(5):
+        cache.store_vector("old", f"q{i}", _vec(i), RESP)
+    cache.store_vector("busy", "first", _vec(100), RESP, ttl_s=5)
+    clock.t += 7  # "busy"'s first entry has expired, "old" has not
+    cache.store_vector("busy", "second", _vec(101), RESP, ttl_s=100)
+    assert list(e.facts.text for e in cache._parts["busy"].entries.values()) == ["second"]
+    clock.t += 20  # everything in "old" has expired
+    cache.store_vector("new", "q", _vec(200), RESP)
+    assert "old" not in cache._parts  # swept when a store passed by
+    assert len(cache) == 2
+    clock.t += 100
+    assert cache.purge_expired() == 2
+    assert len(cache) == 0 and not cache._parts

@@ -40,10 +40,12 @@ import math
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -549,9 +551,11 @@ class VectorIndex:
         self.nprobe = nprobe
         self.lists_per_sqrt = lists_per_sqrt
         self._rng = np.random.default_rng(seed)
-        self._vecs = np.zeros((64, dim), dtype=np.float32)
-        self._alive = np.zeros(64, dtype=bool)
-        self._gen = np.zeros(64, dtype=np.int64)  # bumped at every add of a row
+        # small at first (a partition per distinct context: most hold a few entries), doubled
+        cap = 4
+        self._vecs = np.zeros((cap, dim), dtype=np.float32)
+        self._alive = np.zeros(cap, dtype=bool)
+        self._gen = np.zeros(cap, dtype=np.int64)  # bumped at every add of a row
         self._n = 0  # rows ever used (high-water mark)
         self._free: list[int] = []  # removed rows, reused first
         self._n_alive = 0
@@ -560,8 +564,8 @@ class VectorIndex:
         self._lists: list[np.ndarray] = []  # row ids per list
         self._list_vecs: list[np.ndarray] = []
         self._list_len: list[int] = []
-        self._where = np.full(64, -1, dtype=np.int64)
-        self._pos = np.zeros(64, dtype=np.int64)
+        self._where = np.full(cap, -1, dtype=np.int64)
+        self._pos = np.zeros(cap, dtype=np.int64)
         self._built_at = 0
         self._background = background
         self._lock = lock if lock is not None else threading.RLock()
@@ -573,7 +577,7 @@ class VectorIndex:
 
     def _grow(self) -> None:
         np = self._np
-        grow = max(64, len(self._vecs))
+        grow = len(self._vecs)
         self._vecs = np.concatenate([self._vecs, np.zeros((grow, self.dim), np.float32)])
         self._alive = np.concatenate([self._alive, np.zeros(grow, bool)])
         self._gen = np.concatenate([self._gen, np.zeros(grow, np.int64)])
@@ -796,6 +800,7 @@ class _Partition:
         )
         self.entries: dict[int, _Entry] = {}
         self.by_text: dict[str, int] = {}
+        self.last_expiry = 0.0  # when its longest-lived entry expires
 
 
 class SemanticCache:
@@ -805,6 +810,13 @@ class SemanticCache:
     ``ttl_s`` is the default time to live; ``max_entries`` bounds each partition (the oldest
     entries go first). ``top_k`` candidates are verified per lookup, best first. ``stats``
     counts hits, misses, rejections by reason and stores.
+
+    A partition exists per distinct context (scope plus everything but the last user turn),
+    so traffic whose system prompt varies per user makes one per request. Memory is bounded
+    across partitions too: at most ``max_partitions`` partitions and ``max_total_entries``
+    entries, the least recently used partition going first (``stats["evicted_partitions"]``);
+    a partition whose entries have all expired is dropped when a store passes by it, and
+    each store drops the expired entries at the old end of its own partition.
     """
 
     def __init__(
@@ -817,9 +829,14 @@ class SemanticCache:
         top_k: int = 4,
         ivf_min_rows: int = 8192,
         nprobe: int = 12,
+        max_partitions: int = 10_000,
+        max_total_entries: int = 200_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._embedder = embedder
+        self.max_partitions = max_partitions
+        self.max_total_entries = max_total_entries
+        self._n_entries = 0
         self._verifier = verifier  # None: default_verifier() on first use
         self.ttl_s = ttl_s
         self.max_entries = max_entries
@@ -827,9 +844,15 @@ class SemanticCache:
         self._ivf_min_rows = ivf_min_rows
         self._nprobe = nprobe
         self._clock = clock
-        self._parts: dict[str, _Partition] = {}
+        self._parts: OrderedDict[str, _Partition] = OrderedDict()  # least recently used first
         self._lock = threading.RLock()
-        self.stats: dict[str, int] = {"hits": 0, "misses": 0, "stores": 0, "skipped": 0}
+        self.stats: dict[str, int] = {
+            "hits": 0,
+            "misses": 0,
+            "stores": 0,
+            "skipped": 0,
+            "evicted_partitions": 0,
+        }
 
     @property
     def verifier(self) -> Verifier:
@@ -879,6 +902,7 @@ class SemanticCache:
             if part is None:
                 self.stats["misses"] += 1
                 return None
+            self._parts.move_to_end(part_key)
             live: list[tuple[_Entry, float]] = []
             for row, sim in part.index.search(vec, self.top_k, verifier.min_similarity):
                 e = part.entries.get(row)
@@ -924,6 +948,7 @@ class SemanticCache:
         facts = text_facts(text)
         payload = orjson.dumps(response)
         expires = self._clock() + (self.ttl_s if ttl_s is None else ttl_s)
+        now = self._clock()
         with self._lock:
             part = self._parts.get(part_key)
             if part is None:
@@ -931,20 +956,52 @@ class SemanticCache:
                 part = self._parts[part_key] = _Partition(
                     dim, self._ivf_min_rows, self._nprobe, self._lock
                 )
+            else:
+                self._parts.move_to_end(part_key)
             old = part.by_text.get(text)
             if old is not None:
                 self._drop(part, old)
-            while len(part.entries) >= self.max_entries:
-                self._drop(part, next(iter(part.entries)))  # insertion order: oldest first
+            # insertion order is age: expired and surplus entries leave from the old end
+            while part.entries:
+                first = next(iter(part.entries))
+                if len(part.entries) < self.max_entries and part.entries[first].expires_at > now:
+                    break
+                self._drop(part, first)
             row = part.index.add(vec)
             part.entries[row] = _Entry(facts, payload, expires)
             part.by_text[text] = row
+            part.last_expiry = max(part.last_expiry, expires)
+            self._n_entries += 1
             self.stats["stores"] += 1
+            self._enforce_bounds(part_key, now)
         return True
+
+    def _enforce_bounds(self, current: str, now: float) -> None:
+        """Drop fully expired partitions passed on the way, then the least recently used ones
+        while over ``max_partitions`` or ``max_total_entries`` (caller holds the lock)."""
+        for key in list(islice(self._parts, 2)):
+            p = self._parts[key]
+            if key != current and (not p.entries or p.last_expiry <= now):
+                self._evict_partition(key)
+        while len(self._parts) > self.max_partitions or self._n_entries > self.max_total_entries:
+            key = next(iter(self._parts))
+            if key == current:  # the only one left: its oldest entries go
+                part = self._parts[key]
+                if len(part.entries) <= 1:
+                    break
+                self._drop(part, next(iter(part.entries)))
+                continue
+            self._evict_partition(key)
+
+    def _evict_partition(self, key: str) -> None:
+        part = self._parts.pop(key)
+        self._n_entries -= len(part.entries)
+        self.stats["evicted_partitions"] += 1
 
     def _drop(self, part: _Partition, row: int) -> None:
         e = part.entries.pop(row, None)
         if e is not None:
+            self._n_entries -= 1
             part.index.remove(row)
             if part.by_text.get(e.facts.text) == row:
                 del part.by_text[e.facts.text]
@@ -954,10 +1011,12 @@ class SemanticCache:
         now = self._clock()
         n = 0
         with self._lock:
-            for part in self._parts.values():
+            for key, part in list(self._parts.items()):
                 for row in [r for r, e in part.entries.items() if e.expires_at <= now]:
                     self._drop(part, row)
                     n += 1
+                if not part.entries:
+                    del self._parts[key]
         return n
 
     def wait_for_index(self, timeout: float | None = None) -> bool:
@@ -971,10 +1030,11 @@ class SemanticCache:
         """Drop everything."""
         with self._lock:
             self._parts.clear()
+            self._n_entries = 0
 
     def __len__(self) -> int:
         with self._lock:
-            return sum(len(p.entries) for p in self._parts.values())
+            return self._n_entries
 
     # -- async API (the gateway's Cache interface)
 
