@@ -19,20 +19,27 @@ Steps:
 3. the BERT fusions of ``onnxruntime.transformers`` (``SkipLayerNormalization``, ``BiasGelu``;
    needs ``sympy``), or, without them, ONNX Runtime's extended optimizations, which do most of
    the same;
-4. ``onnxruntime.quantization.quantize_dynamic`` of the weight matmuls (attention becomes
+4. **LayerNorms as elementwise ops** (:func:`decompose_layernorms`): ONNX Runtime's CPU kernels
+   for both norms divide element by element in double precision, ~2.6 µs per 384-wide row,
+   more than all the int8 matmuls of a layer; the same arithmetic as ``ReduceMean`` / ``Sub`` /
+   ``Mul`` / one reciprocal square root per row runs in about half the time;
+5. ``onnxruntime.quantization.quantize_dynamic`` of the weight matmuls (attention becomes
    ``QAttention``), signed int8 weights with a scale per output channel;
-5. **check** the result against the packaged model on a fixed set of texts, one at a time and
-   as a padded batch: every vector within cosine 0.97 of the packaged one (int8 alone costs up to 0.017 on a very short text). A fused build that
-   fails the check (or any step) falls back to the unfused build (steps 1 and 4 only), which is
-   checked the same way; if that fails too nothing is written.
+6. **check** the result against the packaged model on a fixed set of texts, one at a time and
+   as a padded batch: every vector within cosine 0.97 of the packaged one (int8 alone costs up
+   to 0.017 on a very short text). A fused build that fails the check (or any step) falls back
+   to the unfused build (steps 1 and 5 only), which is checked the same way; if that fails too
+   nothing is written.
 
-Measured (300 QQP questions, 1 thread, interleaved rounds): unfused 2.54 / 5.50 CPU-ms p50 /
-p99, fused 2.06 / 5.06; same cosine to the packaged vectors (0.993-0.995 on chat texts).
-Deterministic for a given input and onnxruntime version; rebuilt when the output is missing,
-older than the input, or made by an earlier version of this script (``<output>.build`` holds
-the recipe it was made with). Needs the ``onnx`` package (a build-time dependency only). If
-anything fails, Keel keeps using the packaged model (``keel.ml.embeddings.model_file``) and
-this script says why; it never fails the install.
+Measured (docs/bench-cache.md, interleaved on QQP questions, 1 thread, CPU time): per query
+p50 / p99 unfused 3.85 / 9.27 ms, steps 2-3 3.02 / 7.62, steps 2-4 2.98 / 7.02 (a slow phase
+of the VM; the relative gains hold in fast ones). Vectors: cosine 0.983-0.995 to the packaged
+ones, 0.999 to the unfused build's. Deterministic for a given input and onnxruntime version;
+rebuilt when the output is missing, older than the input, or made by an earlier version of
+this script (``<output>.build`` holds the recipe it was made with). Needs the ``onnx`` and
+``sympy`` packages (build-time dependencies only). If anything fails, Keel keeps using the
+packaged model (``keel.ml.embeddings.model_file``) and this script says why; it never fails
+the install.
 
     python tools/build_minilm_qint8.py [--force] [--no-fuse]
 """
