@@ -707,9 +707,13 @@ def main() -> None:
     MINILM[0] = args.minilm
 
     load = os.getloadavg()
-    print(f"# semantic cache benchmark  (cores={os.cpu_count()}, load={load[0]:.1f})")
+    print(
+        f"# semantic cache benchmark  (cores={os.cpu_count()}, load={load[0]:.1f}, "
+        f"speed reference {speed_reference():.2f} CPU-ms)"
+    )
     if args.latency_only:
         report_latency(args)
+        print(f"# speed reference at the end: {speed_reference():.2f} CPU-ms")
         return
     pairs = load_qqp()
     if args.quick:
@@ -897,6 +901,24 @@ def latency_e2e(
         f"{served['dup_other']} another entry's; {nd} non-duplicates -> "
         f"{served['non_partner']} pair partner (false hit), {served['non_other']} another entry"
     )
+
+
+def speed_reference(rounds: int = 7) -> float:
+    """Median CPU-ms of a fixed float32 workload (64 matrix-vector products over 20,000 x 384,
+    then a 64 x 384 by 384 x 1536 product): this VM's speed drifts by up to ~55 % within
+    minutes, so runs are only comparable next to this figure."""
+    rng = np.random.default_rng(0)
+    m = rng.standard_normal((20_000, 384)).astype(np.float32)
+    a = rng.standard_normal((64, 384)).astype(np.float32)
+    w = rng.standard_normal((384, 1536)).astype(np.float32)
+    out = []
+    for _ in range(rounds):
+        t = time.thread_time()
+        for q in a:
+            m @ q
+        a @ w
+        out.append((time.thread_time() - t) * 1000)
+    return float(np.median(out))
 
 
 def report_latency(args: argparse.Namespace) -> None:
