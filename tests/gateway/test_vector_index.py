@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -261,3 +262,50 @@ def test_expired_entries_and_partitions_leave_without_a_purge() -> None:
     clock.t += 100
     assert cache.purge_expired() == 2
     assert len(cache) == 0 and not cache._parts
+
+
+def test_concurrent_stores_lookups_and_background_builds_keep_the_index_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Threads store, replace and look up in a few partitions while the IVF retrains in the
+    background again and again; afterwards every partition's lists hold exactly its live rows
+    and every live entry is found by its own vector."""
+    real_train = VectorIndex._train
+
+    def slow_train(self: VectorIndex, *a: Any) -> Any:
+        out = real_train(self, *a)
+        time.sleep(0.02)  # long enough for the other threads to change rows meanwhile
+        return out
+
+    monkeypatch.setattr(VectorIndex, "_train", slow_train)
+    cache = SemanticCache(embedder=None, max_entries=700, ivf_min_rows=150, ttl_s=3600)
+    errors: list[BaseException] = []
+
+    def worker(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        try:
+            for i in range(1500):
+                part = f"p{int(rng.integers(0, 3))}"
+                n = int(rng.integers(0, 900))  # texts repeat: re-stores replace entries
+                cache.store_vector(part, f"text {n}", _vec(10_000 * seed + n), RESP)
+                if i % 3 == 0:
+                    cache.lookup_vector(part, f"text {n}", _vec(10_000 * seed + n))
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert cache.wait_for_index(30)
+    assert sum(p.index.builds for p in cache._parts.values()) >= 3
+    with cache._lock:
+        assert len(cache) == sum(len(p.entries) for p in cache._parts.values())
+        for part in cache._parts.values():
+            check_invariants(part.index)
+            assert set(part.entries) == set(np.flatnonzero(part.index._alive).tolist())
+            for row, entry in list(part.entries.items())[:100]:
+                got = part.index.search(part.index._vecs[row], 1)
+                assert got and got[0][0] == row, entry.facts.text
