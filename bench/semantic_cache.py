@@ -905,7 +905,7 @@ def latency_e2e(
 
 def speed_reference(rounds: int = 7) -> float:
     """Median CPU-ms of a fixed float32 workload (64 matrix-vector products over 20,000 x 384,
-    then a 64 x 384 by 384 x 1536 product): this VM's speed drifts by up to ~55 % within
+    then a 64 x 384 by 384 x 1536 product): this VM's speed drifts by up to 2x within
     minutes, so runs are only comparable next to this figure."""
     rng = np.random.default_rng(0)
     m = rng.standard_normal((20_000, 384)).astype(np.float32)
