@@ -324,7 +324,9 @@ def check(candidate: Path, reference: Path) -> float:
     return float((a * b).sum(1).min())
 
 
-def build(src: Path, part: Path, *, fuse: bool) -> None:
+def build(src: Path, part: Path, *, fuse: bool, layernorm_ops: bool = True) -> None:
+    """Write the int8 build of ``src`` to ``part`` (steps 1-5; ``fuse=False``: 1 and 5 only,
+    ``layernorm_ops=False``: without step 4, for comparisons)."""
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -344,10 +346,11 @@ def build(src: Path, part: Path, *, fuse: bool) -> None:
             del model
             to_quantize = Path(tmp) / "fused.onnx"
             _bert_fusions(attn, to_quantize)
-            model = onnx.load(str(to_quantize))
-            decompose_layernorms(model)
-            onnx.save(model, str(to_quantize))
-            del model
+            if layernorm_ops:
+                model = onnx.load(str(to_quantize))
+                decompose_layernorms(model)
+                onnx.save(model, str(to_quantize))
+                del model
         with _quiet_root_logger():
             quantize_dynamic(
                 str(to_quantize),
