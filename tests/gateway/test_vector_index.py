@@ -309,3 +309,52 @@ def test_concurrent_stores_lookups_and_background_builds_keep_the_index_exact(
             for row, entry in list(part.entries.items())[:100]:
                 got = part.index.search(part.index._vecs[row], 1)
                 assert got and got[0][0] == row, entry.facts.text
+
+
+def test_bytes_are_bounded_and_an_oversized_answer_is_not_cached() -> None:
+    big = {"choices": [{"index": 0, "message": {"content": "y" * 20_000}, "finish_reason": "stop"}]}
+    cache = SemanticCache(embedder=None, max_bytes=200_000)
+    for i in range(30):
+        assert cache.store_vector(f"ctx-{i % 3}", f"q{i}", _vec(i), big)
+    assert cache._n_bytes <= 200_000
+    assert cache._n_bytes == sum(e.size for p in cache._parts.values() for e in p.entries.values())
+    assert cache.lookup_vector("ctx-2", "q29", _vec(29)) is not None  # the newest stays
+    huge = {"choices": [{"index": 0, "message": {"content": "z" * 300_000}}]}
+    assert not cache.store_vector("ctx-0", "q-huge", _vec(999), huge)
+    assert cache.stats["skipped"] == 1
+    cache.clear()
+    assert cache._n_bytes == 0 and len(cache) == 0
+
+
+def test_semantic_cache_settings_come_from_keel_toml(tmp_path: Any) -> None:
+    from keel.errors import ConfigError
+    from keel.gateway.semantic_cache import build_semantic_cache
+    from keel.server.app import create_app
+    from keel.settings import Settings
+    from keel.storage import open_store
+
+    c = build_semantic_cache({"max_partitions": 5, "max_bytes": 1 << 20, "top_k": 2})
+    assert (c.max_partitions, c.max_bytes, c.top_k, c.max_total_entries) == (5, 1 << 20, 2, 200_000)
+    with pytest.raises(ConfigError, match="unknown key") as e:
+        build_semantic_cache({"max_partitons": 5})
+    assert "max_partitions" in (e.value.hint or "")
+    for bad in (0, -3, "5", 2.5, True):
+        with pytest.raises(ConfigError, match="positive integer"):
+            build_semantic_cache({"max_bytes": bad})
+
+    url = f"sqlite:///{tmp_path / 'keel.db'}"
+    gateway = {
+        "semantic_cache": {"max_partitions": 7, "max_total_entries": 1000},
+        "routes": {
+            "s": {
+                "targets": [{"provider": "fake", "model": "fake:echo"}],
+                "cache": {"semantic": True},
+            }
+        },
+    }
+    from fastapi.testclient import TestClient
+
+    app = create_app(Settings(store={"url": url}, gateway=gateway), open_store(url))
+    with TestClient(app):
+        sc = app.state.keel.extras["gateway"].semantic_cache
+        assert (sc.max_partitions, sc.max_total_entries) == (7, 1000)

@@ -165,6 +165,11 @@ class GatewayConfig(_Strict):
         default_factory=dict,
         description="exact-cache backend, passed to keel.gateway.cache.build_exact_cache",
     )
+    semantic_cache: dict[str, Any] = Field(
+        default_factory=dict,
+        description="semantic-cache bounds, passed to "
+        "keel.gateway.semantic_cache.build_semantic_cache",
+    )
 
     @model_validator(mode="after")
     def _refs(self) -> GatewayConfig:

@@ -790,6 +790,14 @@ class _Entry:
     response: bytes
     expires_at: float
 
+    @property
+    def size(self) -> int:
+        """Bytes this entry accounts for: the response, the text and its vector."""
+        return len(self.response) + 2 * len(self.facts.text) + _VECTOR_BYTES
+
+
+_VECTOR_BYTES = 384 * 4
+
 
 class _Partition:
     def __init__(
@@ -813,8 +821,9 @@ class SemanticCache:
 
     A partition exists per distinct context (scope plus everything but the last user turn),
     so traffic whose system prompt varies per user makes one per request. Memory is bounded
-    across partitions too: at most ``max_partitions`` partitions and ``max_total_entries``
-    entries, the least recently used partition going first (``stats["evicted_partitions"]``);
+    across partitions too: at most ``max_partitions`` partitions, ``max_total_entries``
+    entries and ``max_bytes`` (responses, texts and vectors), the least recently used
+    partition going first (``stats["evicted_partitions"]``);
     a partition whose entries have all expired is dropped when a store passes by it, and
     each store drops the expired entries at the old end of its own partition.
     """
@@ -831,12 +840,15 @@ class SemanticCache:
         nprobe: int = 12,
         max_partitions: int = 10_000,
         max_total_entries: int = 200_000,
+        max_bytes: int = 256 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._embedder = embedder
         self.max_partitions = max_partitions
         self.max_total_entries = max_total_entries
+        self.max_bytes = max_bytes
         self._n_entries = 0
+        self._n_bytes = 0
         self._verifier = verifier  # None: default_verifier() on first use
         self.ttl_s = ttl_s
         self.max_entries = max_entries
@@ -967,11 +979,16 @@ class SemanticCache:
                 if len(part.entries) < self.max_entries and part.entries[first].expires_at > now:
                     break
                 self._drop(part, first)
+            entry = _Entry(facts, payload, expires)
+            if entry.size > self.max_bytes:
+                self.stats["skipped"] += 1
+                return False
             row = part.index.add(vec)
-            part.entries[row] = _Entry(facts, payload, expires)
+            part.entries[row] = entry
             part.by_text[text] = row
             part.last_expiry = max(part.last_expiry, expires)
             self._n_entries += 1
+            self._n_bytes += entry.size
             self.stats["stores"] += 1
             self._enforce_bounds(part_key, now)
         return True
@@ -983,7 +1000,11 @@ class SemanticCache:
             p = self._parts[key]
             if key != current and (not p.entries or p.last_expiry <= now):
                 self._evict_partition(key)
-        while len(self._parts) > self.max_partitions or self._n_entries > self.max_total_entries:
+        while (
+            len(self._parts) > self.max_partitions
+            or self._n_entries > self.max_total_entries
+            or self._n_bytes > self.max_bytes
+        ):
             key = next(iter(self._parts))
             if key == current:  # the only one left: its oldest entries go
                 part = self._parts[key]
@@ -996,12 +1017,14 @@ class SemanticCache:
     def _evict_partition(self, key: str) -> None:
         part = self._parts.pop(key)
         self._n_entries -= len(part.entries)
+        self._n_bytes -= sum(e.size for e in part.entries.values())
         self.stats["evicted_partitions"] += 1
 
     def _drop(self, part: _Partition, row: int) -> None:
         e = part.entries.pop(row, None)
         if e is not None:
             self._n_entries -= 1
+            self._n_bytes -= e.size
             part.index.remove(row)
             if part.by_text.get(e.facts.text) == row:
                 del part.by_text[e.facts.text]
@@ -1031,6 +1054,7 @@ class SemanticCache:
         with self._lock:
             self._parts.clear()
             self._n_entries = 0
+            self._n_bytes = 0
 
     def __len__(self) -> int:
         with self._lock:
@@ -1057,6 +1081,36 @@ class SemanticCache:
     ) -> bool:
         """Cache a complete response under the request's last user message."""
         return await asyncio.to_thread(self.store_sync, scope, request, response, ttl_s=ttl_s)
+
+
+SEMANTIC_CACHE_KEYS = frozenset(
+    {"max_entries", "max_partitions", "max_total_entries", "max_bytes", "top_k", "nprobe"}
+)
+
+
+def build_semantic_cache(config: dict[str, Any] | None = None) -> SemanticCache:
+    """A :class:`SemanticCache` from the ``[gateway.semantic_cache]`` table of ``keel.toml``.
+
+    Keys (all optional): ``max_entries`` per partition (100,000), ``max_partitions``
+    (10,000), ``max_total_entries`` (200,000), ``max_bytes`` (256 MiB: responses, texts and
+    vectors), ``top_k`` candidates verified per lookup (4), ``nprobe`` IVF lists scanned (12).
+    Time to live comes from each route's ``cache.ttl_s``.
+    """
+    from keel.errors import ConfigError
+
+    cfg = dict(config or {})
+    unknown = set(cfg) - SEMANTIC_CACHE_KEYS
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) in gateway.semantic_cache: {', '.join(sorted(unknown))}",
+            hint=f"known keys: {', '.join(sorted(SEMANTIC_CACHE_KEYS))}",
+        )
+    kw: dict[str, int] = {}
+    for key, value in cfg.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"gateway.semantic_cache.{key} must be a positive integer")
+        kw[key] = value
+    return SemanticCache(**kw)  # type: ignore[arg-type]
 
 
 def describe(verifier: Verifier) -> dict[str, Any]:

@@ -329,9 +329,10 @@ def _optional_components(ctx: AppContext, gw_cfg: dict[str, Any]) -> dict[str, A
         pass
     if any((r.get("cache") or {}).get("semantic") for r in routes if isinstance(r, dict)):
         try:
-            from keel.gateway.semantic_cache import SemanticCache
+            from keel.gateway.semantic_cache import build_semantic_cache
 
-            out["semantic_cache"] = SemanticCache()  # the embedder loads on first use
+            # [gateway.semantic_cache]; the embedder loads on first use
+            out["semantic_cache"] = build_semantic_cache(gw_cfg.get("semantic_cache"))
         except ImportError:
             pass
     return out
