@@ -320,8 +320,12 @@ def test_bytes_are_bounded_and_an_oversized_answer_is_not_cached() -> None:
     assert cache._n_bytes == sum(e.size for p in cache._parts.values() for e in p.entries.values())
     assert cache.lookup_vector("ctx-2", "q29", _vec(29)) is not None  # the newest stays
     huge = {"choices": [{"index": 0, "message": {"content": "z" * 300_000}}]}
-    assert not cache.store_vector("ctx-0", "q-huge", _vec(999), huge)
-    assert cache.stats["skipped"] == 1
+    parts = len(cache._parts)
+    assert not cache.store_vector("ctx-new", "q-huge", _vec(999), huge)
+    assert cache.stats["skipped"] == 1 and len(cache._parts) == parts  # no empty partition
+    # a fresh answer too large to cache also retires the older one for the same prompt
+    assert not cache.store_vector("ctx-2", "q29", _vec(29), huge)
+    assert cache.lookup_vector("ctx-2", "q29", _vec(29)) is None
     cache.clear()
     assert cache._n_bytes == 0 and len(cache) == 0
 

@@ -961,8 +961,14 @@ class SemanticCache:
         payload = orjson.dumps(response)
         expires = self._clock() + (self.ttl_s if ttl_s is None else ttl_s)
         now = self._clock()
+        entry = _Entry(facts, payload, expires)
         with self._lock:
             part = self._parts.get(part_key)
+            if entry.size > self.max_bytes:  # never cached; an older answer to it is stale
+                if part is not None and (old := part.by_text.get(text)) is not None:
+                    self._drop(part, old)
+                self.stats["skipped"] += 1
+                return False
             if part is None:
                 dim = int(vec.shape[0])
                 part = self._parts[part_key] = _Partition(
@@ -979,10 +985,6 @@ class SemanticCache:
                 if len(part.entries) < self.max_entries and part.entries[first].expires_at > now:
                     break
                 self._drop(part, first)
-            entry = _Entry(facts, payload, expires)
-            if entry.size > self.max_bytes:
-                self.stats["skipped"] += 1
-                return False
             row = part.index.add(vec)
             part.entries[row] = entry
             part.by_text[text] = row
