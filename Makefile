@@ -22,6 +22,8 @@ install: $(STAMP)
 	@$(PY) tools/build_ext.py
 	@# the semantic cache's int8-compute MiniLM, derived from the packaged one (not in git)
 	@$(PY) tools/build_minilm_qint8.py
+	@# Groundedness's cross-encoder, from its committed weights + the packaged MiniLM's embeddings
+	@$(PY) -m keel.ml.grounding_model
 
 demo: install
 	$(BIN)/keel demo

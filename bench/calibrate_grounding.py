@@ -197,7 +197,8 @@ def main() -> None:
     print(f"features ready in {time.time() - t0:.1f}s", file=sys.stderr)
 
     signs = np.array([SIGNS[f] for f in G.FEATURES], dtype=float)
-    caps = np.array([PRIOR_CAPS.get(f, 0.0) for f in G.FEATURES], dtype=float)
+    # features without a prior are unbounded (0.0 here used to forbid every positive weight)
+    caps = np.array([PRIOR_CAPS.get(f, np.inf) for f in G.FEATURES], dtype=float)
     regimes = {
         "passage": (
             [fit_data["qa"][0], fit_data["dialogue"][0], Xh],

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 import pytest
 
 from keel.evals import entailment as E
+from keel.evals import grounding as G
 from keel.evals.builtins.grounding import Groundedness
 from keel.evals.grounding import check_grounding, index_context
 
@@ -98,30 +97,41 @@ def test_missing_model_file_falls_back_to_the_lexical_scorer_with_a_warning(
         check_grounding(resp, CTX, model=True, model_path=missing)
 
 
-_TRAINED = Path(__file__).resolve().parents[2] / "build" / "grounding-nli-minilm-l2-int8.onnx"
-
-
 @needs_model
 def test_model_scores_are_deterministic_and_reported_per_claim(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """With a trained model configured (not shipped: tools/train_grounding_nli.py writes it to
-    build/, or KEEL_GROUNDING_MODEL names one)."""
-    path = os.environ.get(E.ENV_VAR) or str(_TRAINED)
-    if not Path(path).is_file():
-        pytest.skip("no trained grounding model (tools/train_grounding_nli.py)")
-    monkeypatch.setenv(E.ENV_VAR, path)
+    """The shipped model (built from keel/assets/grounding-ce.npz) is on by default."""
+    monkeypatch.delenv(E.ENV_VAR, raising=False)
     resp = "Trains leave every 12 minutes on weekdays. The line opened in 2011."
     a = check_grounding(resp, DOC)
     b = check_grounding(resp, DOC)
     assert a.regime == "document"
-    # passages keep the lexical model (the fit gives the model's features no weight there)
-    assert all(c.entailment is None for c in check_grounding(resp, CTX).claims)
     assert a.score == b.score
     assert [c.entailment for c in a.claims] == [c.entailment for c in b.claims]
-    ok, bad = a.claims
-    assert ok.entailment is not None and bad.entailment is not None
-    assert ok.entailment > bad.entailment
+    # documents: only the least word-supported claim goes to the model (cost cap)
+    assert sum(c.entailment is not None for c in a.claims) == G.DOCUMENT_MODEL_CLAIMS
     d = a.details()
-    assert "entailment" in d["claims"][0]
     assert d["unsupported_claims"] == ["The line opened in 2011."]
+    # passages: every claim is read by the model
+    p = check_grounding(resp, CTX)
+    assert all(c.entailment is not None for c in p.claims)
+    assert "entailment" in p.details()["claims"][0]
+    assert p.details()["unsupported_claims"] == ["The line opened in 2011."]
+    # switched off: the lexical scorer, exactly
+    monkeypatch.setenv(E.ENV_VAR, "off")
+    off = check_grounding(resp, CTX)
+    assert all(c.entailment is None for c in off.claims)
+    assert off.score == check_grounding(resp, CTX, model=False).score
+
+
+@needs_model
+def test_a_refuted_claim_gets_no_support_from_the_model() -> None:
+    """The model cannot see a swapped number or a name the context lacks (hard dev cases: AUC
+    0.51 alone), so a claim a precise check refuted is capped at NLI_REFUTED_CAP."""
+    bad = check_grounding("Tickets cost 3 crowns and trains leave from Oslo Central.", CTX)
+    assert bad.features["nli_min"] <= G.NLI_REFUTED_CAP
+    assert bad.score < G.DEFAULT_THRESHOLD
+    ok = check_grounding("Tickets cost 3 crowns and can be bought from the driver.", CTX)
+    assert ok.features["nli_min"] > G.NLI_REFUTED_CAP
+    assert ok.score >= G.DEFAULT_THRESHOLD

@@ -13,14 +13,14 @@ programmatically perturbed hard cases, exported to int8 ONNX. It runs with ``onn
   document order. Long documents stay cheap: only retrieved sentences reach the model.
 
 :func:`claim_pairs` builds these pairs; training uses the same function, so the model sees at
-run time exactly what it saw in training. The model is opt-in and not shipped: train it with
-``tools/train_grounding_nli.py`` (or bring another ONNX pair classifier with the same inputs)
-and point ``Groundedness(model_path=...)`` or ``KEEL_GROUNDING_MODEL`` at it. Without one the
-grounding engine is the lexical scorer; a configured file that is missing, or a missing
-``local`` extra, falls back to it with a warning logged once. (Not shipped because the model
-we trained lifts HaluEval summarisation AUC only 0.803 → 0.831 at ~14 CPU-ms per answer,
-misses hard cases the lexical checks catch, and its training mix included MRPC pairs under
-their own terms; see docs/evaluators-grounding.md.)
+run time exactly what it saw in training. The model ships as a 3.3 MB weights file
+(``keel/assets/grounding-ce.npz``: two layers and a head; the embeddings come from the
+packaged MiniLM) from which :mod:`keel.ml.grounding_model` builds an int8 ONNX graph at install
+or on first use. ``KEEL_GROUNDING_MODEL`` (or ``Groundedness(model_path=...)``) points at
+another ONNX pair classifier with the same inputs; ``KEEL_GROUNDING_MODEL=off`` switches it off.
+Without a model (switched off, the ``local`` extra missing, a file missing: the last two with a
+warning logged once) the grounding engine is the lexical scorer. How the model's support
+combines with the lexical checks, and what it costs, is in docs/evaluators-grounding.md.
 """
 
 from __future__ import annotations
@@ -137,15 +137,25 @@ class EntailmentModel:
         from keel.ml.embeddings import minilm_tokenizer, onnx_session
 
         self._tok = minilm_tokenizer(MAX_TOKENS, pad=True)
+        self._toks = {MAX_TOKENS: self._tok}
         self._session = onnx_session(str(self.path), threads)
         self._inputs = {i.name for i in self._session.get_inputs()}
 
-    def logits(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        """Support logits (log-odds that the claim is supported), one per pair."""
+    def _tokenizer(self, max_tokens: int) -> Any:
+        tok = self._toks.get(max_tokens)
+        if tok is None:
+            from keel.ml.embeddings import minilm_tokenizer
+
+            tok = self._toks[max_tokens] = minilm_tokenizer(max_tokens, pad=True)
+        return tok
+
+    def logits(self, pairs: list[tuple[str, str]], *, max_tokens: int = MAX_TOKENS) -> np.ndarray:
+        """Support logits (log-odds that the claim is supported), one per pair; each pair is cut
+        to ``max_tokens`` word pieces (the evidence first), and the cost is linear in them."""
         np = self._np
         if not pairs:
             return np.zeros(0, dtype=np.float32)
-        enc = self._tok.encode_batch(pairs)
+        enc = self._tokenizer(max_tokens).encode_batch(pairs)
         ids = np.array([e.ids for e in enc], dtype=np.int64)
         feeds: dict[str, Any] = {
             "input_ids": ids,
@@ -156,17 +166,27 @@ class EntailmentModel:
         out = self._session.run(None, feeds)[0]
         return np.asarray(out, dtype=np.float32).reshape(len(pairs))
 
-    def support(self, pairs: list[tuple[str, str]]) -> list[float]:
+    def support(self, pairs: list[tuple[str, str]], *, max_tokens: int = MAX_TOKENS) -> list[float]:
         """P(supported) per pair."""
         return [
-            1.0 / (1.0 + math.exp(-max(-40.0, min(40.0, float(z))))) for z in self.logits(pairs)
+            1.0 / (1.0 + math.exp(-max(-40.0, min(40.0, float(z)))))
+            for z in self.logits(pairs, max_tokens=max_tokens)
         ]
 
 
+OFF = ("", "0", "off", "none", "false", "lexical")
+
+
 def default_model_path() -> Path | None:
-    """``KEEL_GROUNDING_MODEL`` if set, else None (no model is shipped)."""
+    """``KEEL_GROUNDING_MODEL`` if set (``off`` / ``none`` / empty: no model, the lexical
+    scorer), else the shipped model, built from its committed weights on first use if
+    ``make install`` has not built it (:mod:`keel.ml.grounding_model`)."""
     env = os.environ.get(ENV_VAR)
-    return Path(env) if env else None
+    if env is not None:
+        return None if env.strip().lower() in OFF else Path(env)
+    from keel.ml.grounding_model import BUILT_PATH
+
+    return BUILT_PATH
 
 
 _models: dict[str, EntailmentModel | None] = {}
@@ -182,8 +202,10 @@ def get_entailment_model(path: str | Path | None = None) -> EntailmentModel | No
         if key in _models:
             return _models[key]
         model: EntailmentModel | None = None
+        if p is not None and not p.is_file() and path is None and ENV_VAR not in os.environ:
+            _build_shipped(p)
         if p is None:
-            pass  # none configured: the lexical scorer, silently
+            pass  # switched off: the lexical scorer, silently
         elif not p.is_file():
             log.warning(
                 "grounding model %s not found: Groundedness falls back to the lexical scorer", p
@@ -197,3 +219,18 @@ def get_entailment_model(path: str | Path | None = None) -> EntailmentModel | No
                 )
         _models[key] = model
         return model
+
+
+def _build_shipped(path: Path) -> None:
+    """Build the shipped model (``make install`` normally has); a failure is logged, and the
+    caller then falls back to the lexical scorer."""
+    try:
+        from keel.ml.grounding_model import BUILT_PATH, build_model
+
+        if path == BUILT_PATH:
+            build_model(path)
+            log.info("built the grounding model %s", path)
+    except ImportError as e:
+        log.warning("grounding model needs the 'local' extra (%s): using the lexical scorer", e)
+    except Exception as e:  # a broken build must not break evaluation
+        log.warning("could not build the grounding model (%s): using the lexical scorer", e)

@@ -84,9 +84,11 @@ class Groundedness(Evaluator):
 
     Value: calibrated probability that the response is grounded (higher is better).
     Details: ``unsupported_claims`` (texts), per-claim evidence and problems, the model's
-    features and regime. Options: ``model`` / ``model_path`` (an optional cross-encoder of
-    :mod:`keel.evals.entailment`, none shipped: ``model_path`` or ``KEEL_GROUNDING_MODEL``;
-    ``model=False`` or no model gives the lexical scorer, a missing file with a warning);
+    features and regime. Options: ``model`` / ``model_path`` (the claim/evidence cross-encoder
+    of :mod:`keel.evals.entailment`: by default the shipped one, built at install from
+    ``keel/assets/grounding-ce.npz``; ``model_path`` or ``KEEL_GROUNDING_MODEL`` picks another,
+    ``KEEL_GROUNDING_MODEL=off`` or ``model=False`` gives the lexical scorer, as does a missing
+    file or ``local`` extra, with a warning);
     ``semantic`` (default: on when the ``local`` extra is
     installed; ``False`` for a purely lexical, model-free check) lets a MiniLM similarity of at
     least ``paraphrase_similarity`` rescue a weak claim whose words are mostly not in the context
@@ -96,7 +98,8 @@ class Groundedness(Evaluator):
     """
 
     name = "Groundedness"
-    version = "3"  # 3: short answers, statements in questions, summary regime (issue #5)
+    # 3: short answers, statements in questions, summary regime; 4: the shipped cross-encoder
+    version = "4"
     aliases: ClassVar[tuple[str, ...]] = ("faithfulness",)
     required_inputs = frozenset({"response", "context"})
     optional_inputs = frozenset({"query"})
@@ -153,7 +156,8 @@ class HallucinationScore(Groundedness):
     """
 
     name = "HallucinationScore"
-    version = "3"  # 3: short answers, statements in questions, summary regime (issue #5)
+    # 3: short answers, statements in questions, summary regime; 4: the shipped cross-encoder
+    version = "4"
     aliases: ClassVar[tuple[str, ...]] = ("hallucination",)
     default_threshold = round(1.0 - G.DEFAULT_THRESHOLD, 4)
     higher_is_better = False
