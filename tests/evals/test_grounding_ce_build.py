@@ -139,3 +139,19 @@ def test_install_entry_point_skips_a_current_build(
     assert GM.main([]) == 0  # current: not rebuilt
     assert target.stat().st_mtime_ns == mtime
     assert capsys.readouterr().out == ""
+
+
+def test_a_stale_build_is_rebuilt_on_first_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weights updated by a pull without ``make install``: the old graph is not used."""
+    target = tmp_path / "grounding-ce-int8.onnx"
+    monkeypatch.setattr(GM, "BUILT_PATH", target)
+    GM.build_model(target)
+    stamp = target.with_name(target.name + ".build")
+    stamp.write_text("an older recipe\n")
+    assert not GM.is_current(target)
+    monkeypatch.delenv(E.ENV_VAR, raising=False)
+    monkeypatch.setattr(E, "_models", {})
+    assert E.get_entailment_model() is not None
+    assert GM.is_current(target)

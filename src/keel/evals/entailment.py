@@ -202,8 +202,8 @@ def get_entailment_model(path: str | Path | None = None) -> EntailmentModel | No
         if key in _models:
             return _models[key]
         model: EntailmentModel | None = None
-        if p is not None and not p.is_file() and path is None and ENV_VAR not in os.environ:
-            _build_shipped(p)
+        if p is not None and path is None and ENV_VAR not in os.environ:
+            _build_shipped(p)  # missing, or built from older weights (a pull without install)
         if p is None:
             pass  # switched off: the lexical scorer, silently
         elif not p.is_file():
@@ -222,12 +222,13 @@ def get_entailment_model(path: str | Path | None = None) -> EntailmentModel | No
 
 
 def _build_shipped(path: Path) -> None:
-    """Build the shipped model (``make install`` normally has); a failure is logged, and the
-    caller then falls back to the lexical scorer."""
+    """Build the shipped model if it is missing or stale (``make install`` normally has built
+    it); a failure is logged, and the caller then uses the file as it is or, without one, the
+    lexical scorer."""
     try:
-        from keel.ml.grounding_model import BUILT_PATH, build_model
+        from keel.ml.grounding_model import BUILT_PATH, build_model, is_current
 
-        if path == BUILT_PATH:
+        if path == BUILT_PATH and not is_current(path):
             build_model(path)
             log.info("built the grounding model %s", path)
     except ImportError as e:

@@ -896,7 +896,8 @@ def features_of(claims: list[ClaimCheck], novel_bigrams: float = 0.0) -> dict[st
 
 def _refuted(c: ClaimCheck) -> bool:
     """A precise check fired: a flipped negation, an added 'always', a dropped condition, a
-    swapped relation, or a number or name the context (and query) does not have."""
+    swapped relation, a number or name the context (and query) does not have, or a weak claim
+    (fewer than half of its words in the context, and not rescued as a paraphrase)."""
     return bool(
         c.missing_entities
         or (c.words >= 2 and c.lexical < WEAK_CLAIM)
@@ -1150,9 +1151,9 @@ def check_grounding(
     )
     feats = features_of(claims, novel / len(bigrams) if bigrams else 0.0)
     if nli is not None and regime == "passage":
-        # A claim a precise check has refuted: the cross-encoder, which cannot see these cases
-        # (hard dev cases: AUC 0.51 on its own), may not vouch for it. (Documents skip most of
-        # these checks; their fit has no use for the cap.)
+        # The cross-encoder's support, bounded per claim by the precise checks (it cannot see
+        # their cases: hard dev AUC ~0.5 on its own); after the paraphrase rescue, so a rescued
+        # claim is no longer weak. (Documents skip most of these checks; their fit is unbounded.)
         zs = [_bounded_logit(c) for c in claims if c.entailment is not None]
         if zs:
             feats["nli_min"], feats["nli_mean"] = min(zs), sum(zs) / len(zs)
