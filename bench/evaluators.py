@@ -150,13 +150,13 @@ def score_task(
     ms = (time.perf_counter() - t0) * 1000 / len(rows)
     cpu_ms = (time.process_time() - c0) * 1000 / len(rows)
     workers_ms = None
-    if workers > 1:  # the same scoring, rows spread over a thread pool, from cold caches again
+    if workers > 1:  # the same scoring with rows on worker processes, from cold caches again
         _cold_caches()
         t0 = time.perf_counter()
         evaluate_rows(
             [{"response": e.response, "context": e.context, "query": e.query} for e in rows],
             g,
-            concurrency=workers,
+            processes=workers,
         )
         workers_ms = (time.perf_counter() - t0) * 1000 / len(rows)
     lex = Groundedness(model=False)
@@ -309,7 +309,7 @@ def main() -> None:
         "--workers",
         type=int,
         default=2,
-        help="also time Groundedness with rows on this many threads (keel.evals.evaluate.evaluate_rows; 1: skip)",
+        help="also time Groundedness with rows on this many processes (evaluate_rows(processes=N); 1: skip)",
     )
     a = ap.parse_args()
     rows = a.rows or (300 if a.quick else None)
@@ -355,7 +355,7 @@ def main() -> None:
             f"{task:14s} {'Groundedness (local)':22s} {gr['auc']:6.3f} {gr['balanced_accuracy']:8.3f} {gr['ms_per_example']:7.2f} {gr['cpu_ms_per_example']:9.2f}"
         )
         if gr.get("ms_per_example_workers") is not None:
-            label = f"  same, {gr['workers']} threads"
+            label = f"  same, {gr['workers']} processes"
             print(
                 f"{'':14s} {label:22s} {'':6s} {'':8s} {gr['ms_per_example_workers']:7.2f}   (wall ms per example)"
             )

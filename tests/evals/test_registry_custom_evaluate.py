@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -261,6 +262,34 @@ def test_evaluate_rows_aliases_mapping_and_summary() -> None:
         "query": "q",
         "context": ["c"],
     }
+
+
+class _Pid(Evaluator):
+    """Reports which process scored the row (and fails rows whose response says so)."""
+
+    name = "PidT"
+    required_inputs = frozenset({"response"})
+
+    def _evaluate(self, **inputs: Any) -> EvalResult:
+        if inputs.get("response") == "boom":
+            raise ValueError("boom")
+        return EvalResult(1.0, details={"pid": os.getpid(), "response": inputs.get("response")})
+
+
+def test_evaluate_rows_on_processes_keeps_order_errors_and_ids() -> None:
+    rows = [{"id": f"r{i}", "response": "boom" if i == 7 else f"a{i}"} for i in range(40)]
+    out = evaluate_rows(rows, [_Pid(), "ExactMatch"], processes=2)
+    assert len(out) == 40
+    assert [r[0].details.get("response") for r in out if r[0].error is None] == [
+        f"a{i}" for i in range(40) if i != 7
+    ]
+    assert [r[0].target_id for r in out] == [f"r{i}" for i in range(40)]
+    assert out[7][0].error and "boom" in out[7][0].error and out[7][0].value is None
+    assert out[3][1].error  # ExactMatch without expected_output: an error on the row, not a crash
+    pids = {r[0].details["pid"] for r in out if r[0].error is None}
+    assert os.getpid() not in pids and len(pids) == 2  # really on two worker processes
+    serial = evaluate_rows(rows, [_Pid(), "ExactMatch"])
+    assert [[s.value for s in r] for r in serial] == [[s.value for s in r] for r in out]
 
 
 class _Nan(Evaluator):
