@@ -121,15 +121,12 @@ def ours(ex: Example) -> float:
 
 def _cold_caches() -> None:
     """Empty the context-index and embedding caches (each pass starts as a fresh process would)."""
-    from keel.evals import grounding as G
+    from keel.evals.grounding import clear_index_cache
     from keel.ml.embeddings import embeddings_available, get_embedder
 
-    with G._cache_lock:
-        G._index_cache.clear()
+    clear_index_cache()
     if embeddings_available():
-        emb = get_embedder()
-        with emb._lock:
-            emb._cache.clear()
+        get_embedder().clear_cache()
 
 
 def score_task(

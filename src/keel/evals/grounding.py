@@ -337,6 +337,12 @@ def index_context(context: str) -> ContextIndex:
     return idx
 
 
+def clear_index_cache() -> None:
+    """Forget every cached :class:`ContextIndex` (benchmarks measuring cold cost use it)."""
+    with _cache_lock:
+        _index_cache.clear()
+
+
 PREFIX = 6
 _CAPS_RE = re.compile(r"\b[A-Z][a-z]+")
 _index_cache: OrderedDict[bytes, ContextIndex] = OrderedDict()

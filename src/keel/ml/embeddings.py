@@ -100,6 +100,11 @@ class Embedder:
         self._lock = threading.Lock()
         self.dimensions = DIMENSIONS
 
+    def clear_cache(self) -> None:
+        """Forget the cached vectors (benchmarks measuring cold cost use it)."""
+        with self._lock:
+            self._cache.clear()
+
     def count_tokens(self, text: str) -> int:
         """Word pieces of ``text`` including [CLS]/[SEP], capped at ``max_tokens``."""
         return len(self._tok.encode(text).ids)

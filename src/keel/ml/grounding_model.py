@@ -168,6 +168,8 @@ def _graph(weights: dict[str, Any], emb: dict[str, Any]) -> Any:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    from keel.ml.onnx_rewrite import decompose_layernorms
+
     nodes: list[Any] = []
     inits: list[Any] = []
 
@@ -180,15 +182,9 @@ def _graph(weights: dict[str, Any], emb: dict[str, Any]) -> Any:
         return out
 
     def layernorm(x: str, g: Any, b: Any, p: str) -> str:
-        mean = node("ReduceMean", [x], p + "mean", axes=[-1], keepdims=1)
-        dev = node("Sub", [x, mean], p + "dev")
-        sq = node("Mul", [dev, dev], p + "sq")
-        var = node("ReduceMean", [sq], p + "var", axes=[-1], keepdims=1)
-        vare = node("Add", [var, const(p + "eps", np.array(LN_EPS, np.float32))], p + "vare")
-        inv = node("Reciprocal", [node("Sqrt", [vare], p + "std")], p + "inv")
-        norm = node("Mul", [dev, inv], p + "norm")
-        scaled = node("Mul", [norm, const(p + "g", g.astype(np.float32))], p + "scaled")
-        return node("Add", [scaled, const(p + "b", b.astype(np.float32))], p + "out")
+        # a standard node here; decompose_layernorms rewrites it as elementwise ops below
+        gamma, beta = const(p + "g", g.astype(np.float32)), const(p + "b", b.astype(np.float32))
+        return node("LayerNormalization", [x, gamma, beta], p + "out", axis=-1, epsilon=LN_EPS)
 
     # embeddings: the word table stays int8 (rows gathered, then scaled); position and type
     # tables are small and kept in float
@@ -282,6 +278,7 @@ def _graph(weights: dict[str, Any], emb: dict[str, Any]) -> Any:
         producer_name="keel",
     )
     model.ir_version = 8
+    decompose_layernorms(model)
     onnx.checker.check_model(model)
     return model
 
@@ -340,6 +337,8 @@ def build_model(
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from keel.ml.onnx_rewrite import quiet_root_logger
+
     out = Path(out) if out is not None else BUILT_PATH
     weights = load_weights(weights_path)
     emb = packaged_embeddings(packaged_path)
@@ -348,12 +347,7 @@ def build_model(
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         onnx.save(_graph(weights, emb), str(fp32))
-        import logging
-
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # quantize_dynamic's "consider pre-processing" warning
-        try:
+        with quiet_root_logger():
             quantize_dynamic(
                 str(fp32),
                 str(part),
@@ -365,8 +359,6 @@ def build_model(
                     "DefaultTensorType": onnx.TensorProto.FLOAT,
                 },
             )
-        finally:
-            root.setLevel(level)
     try:
         diff = check(part, weights, emb)
         if diff > MAX_LOGIT_DIFF:
