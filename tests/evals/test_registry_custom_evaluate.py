@@ -270,7 +270,18 @@ class _Pid(Evaluator):
     name = "PidT"
     required_inputs = frozenset({"response"})
 
+    def __init__(self, barrier: Any = None) -> None:
+        super().__init__()
+        self.barrier = barrier
+        self.parent = os.getpid()
+        self.waited = False
+
     def _evaluate(self, **inputs: Any) -> EvalResult:
+        if self.barrier is not None and os.getpid() != self.parent and not self.waited:
+            # each worker's first row waits for the other's: both workers provably take rows
+            # (without it one worker may drain every chunk of a job this small)
+            self.waited = True
+            self.barrier.wait(timeout=30)
         if inputs.get("response") == "boom":
             raise ValueError("boom")
         return EvalResult(1.0, details={"pid": os.getpid(), "response": inputs.get("response")})
@@ -278,7 +289,10 @@ class _Pid(Evaluator):
 
 def test_evaluate_rows_on_processes_keeps_order_errors_and_ids() -> None:
     rows = [{"id": f"r{i}", "response": "boom" if i == 7 else f"a{i}"} for i in range(40)]
-    out = evaluate_rows(rows, [_Pid(), "ExactMatch"], processes=2)
+    import multiprocessing
+
+    barrier = multiprocessing.get_context("fork").Barrier(2)
+    out = evaluate_rows(rows, [_Pid(barrier), "ExactMatch"], processes=2)
     assert len(out) == 40
     assert [r[0].details.get("response") for r in out if r[0].error is None] == [
         f"a{i}" for i in range(40) if i != 7
