@@ -24,6 +24,8 @@ install: $(STAMP)
 	@$(PY) tools/build_minilm_qint8.py
 	@# Groundedness's cross-encoder, from its committed weights + the packaged MiniLM's embeddings
 	@$(PY) -m keel.ml.grounding_model
+	@# the semantic cache's distilled 3-layer MiniLM, from its committed layers (same way)
+	@$(PY) -m keel.ml.cache_encoder
 
 demo: install
 	$(BIN)/keel demo

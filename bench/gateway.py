@@ -637,6 +637,11 @@ def wrk(
 ) -> dict[str, float]:
     """Run wrk; returns rps and latency percentiles in ms."""
     hdr = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+    if shutil.which("wrk") is None:
+        sys.exit(
+            "wrk is not installed: the load generator of this benchmark "
+            "(Debian/Ubuntu: sudo apt-get install wrk)"
+        )
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(WRK_LUA % (json.dumps(body), hdr))
         script = f.name

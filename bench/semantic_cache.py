@@ -569,6 +569,12 @@ def report_encoder(enc: str, tune: PairSet, test: PairSet, args: argparse.Namesp
         print(f"  {thr:.2f}     {fh * 100:6.2f}%  {rc * 100:6.2f}%")
 
     shipped = Verifier(min_similarity=args.min_sim)
+    if enc == "minilm" and args.minilm == "l3":
+        # the distilled encoder's own fit (what SemanticCache(encoder="minilm-l3") uses)
+        from keel.gateway.semantic_cache import logistic_verifier
+        from keel.ml.cache_encoder import MODEL_NAME as L3_MODEL_NAME
+
+        shipped = logistic_verifier(L3_MODEL_NAME)
     if enc == "static":
         # The MiniLM weights on static cosines (what the static path used before its own fit),
         # then the static fit that SemanticCache(embedder=StaticEmbedder()) now uses.
@@ -676,9 +682,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="4,000-pair sample, 20,000-entry index")
     ap.add_argument(
         "--minilm",
-        choices=("qint8", "packaged"),
+        choices=("qint8", "packaged", "l3"),
         default="qint8",
-        help="MiniLM build: int8 compute (what the cache runs) or the packaged file",
+        help="MiniLM build: int8 compute, the packaged file, or the distilled 3 layers",
     )
     ap.add_argument("--fit", action="store_true", help="re-fit the verifier on the tune half")
     ap.add_argument("--target-fhr", type=float, default=0.006, help="tune-half false-hit target")

@@ -46,7 +46,7 @@ def both() -> tuple[Any, Any]:
     return embeddings.Embedder(cache_size=0), embeddings.Embedder(cache_size=0, variant="qint8")
 
 
-def test_the_cache_runs_the_int8_build_by_default() -> None:
+def test_the_cache_runs_its_encoders_int8_build() -> None:
     import asyncio
 
     async def go() -> Any:
@@ -58,8 +58,12 @@ def test_the_cache_runs_the_int8_build_by_default() -> None:
         return cache._embedder
 
     emb = asyncio.run(go())
-    assert emb is embeddings.get_embedder("qint8")
-    assert emb.model == embeddings.QINT8_MODEL_NAME
+    from keel.gateway.semantic_cache import DEFAULT_ENCODER, ENCODERS
+
+    assert emb is embeddings.get_embedder(ENCODERS[DEFAULT_ENCODER])  # type: ignore[arg-type]
+    six = SemanticCache(encoder="minilm")
+    assert six.embedder is embeddings.get_embedder("qint8")
+    assert six.embedder.model == embeddings.QINT8_MODEL_NAME  # type: ignore[attr-defined]
     assert embeddings.get_embedder().model == embeddings.MODEL_NAME  # evaluators: unchanged
 
 

@@ -374,6 +374,27 @@ STATIC_BIAS = -2.0864118572243138
 STATIC_DECISION = 0.7925
 STATIC_FLOOR = 0.60
 
+# The same model fitted on the distilled 3-layer encoder's cosines (``--minilm l3 --fit``,
+# tune half, same 0.6 % tune target, floor 0.80).
+L3_WEIGHTS: dict[str, float] = {
+    "cos": -21.73247076977325,
+    "cos_sq": 20.046024323612837,
+    "jaccard": -0.6959584391542346,
+    "unmatched_rarity_sum": -0.11137509139411801,
+    "unmatched_rarity_max": -0.42529977381073575,
+    "unmatched_count": 0.26452584671111284,
+    "len_diff": 0.1432356769302928,
+    "wh_mismatch": -0.2193315832755729,
+}
+L3_BIAS = 4.603288859894557
+L3_DECISION = 0.86
+L3_FLOOR = 0.80
+
+# Query encoders a cache can embed with (``[gateway.semantic_cache] encoder``): the name
+# of a keel.ml.embeddings build, or None for the static token table.
+ENCODERS: dict[str, str | None] = {"minilm": "qint8", "minilm-l3": "l3", "static": None}
+DEFAULT_ENCODER = "minilm"
+
 
 class PairModel(Protocol):
     """A pair classifier (``keel.ml.cross_encoder.CrossEncoder`` is one)."""
@@ -477,11 +498,32 @@ class Verifier:
         return [v for v in out if v is not None]
 
 
-def default_verifier(*, static_retriever: bool = False) -> Verifier:
+def logistic_verifier(model: str | None = None) -> Verifier:
+    """The logistic verifier fitted on the cosines of the encoder named ``model`` (an
+    embedder's ``.model``): each encoder's cosines run differently (the static table's lower),
+    so each has its own floor and weights; an unknown name gets the six-layer MiniLM's fit."""
+    from keel.ml import cache_encoder
+
+    if model == STATIC_MODEL_NAME:
+        return Verifier(
+            min_similarity=STATIC_FLOOR,
+            weights=dict(STATIC_WEIGHTS),
+            bias=STATIC_BIAS,
+            decision=STATIC_DECISION,
+        )
+    if model == cache_encoder.MODEL_NAME:
+        return Verifier(
+            min_similarity=L3_FLOOR, weights=dict(L3_WEIGHTS), bias=L3_BIAS, decision=L3_DECISION
+        )
+    return Verifier()
+
+
+def default_verifier(*, static_retriever: bool = False, model: str | None = None) -> Verifier:
     """The logistic verifier, or the cross-encoder one when ``KEEL_CACHE_PAIR_MODEL`` names a
     model that loads (opt-in, none shipped: see :mod:`keel.ml.cross_encoder`).
 
-    ``static_retriever``: candidates come from the static embedder
+    ``model``: the query encoder's name (:func:`logistic_verifier` picks its fit).
+    ``static_retriever`` is the same as naming the static embedder
     (``keel.ml.static_embeddings``), whose cosines run lower than MiniLM's, so the retrieval
     floor is its own, and the logistic model its own fit (:data:`STATIC_WEIGHTS`).
 
@@ -497,14 +539,8 @@ def default_verifier(*, static_retriever: bool = False) -> Verifier:
 
         if default_model_path() is not None:  # configured but unusable: say so
             log.warning("semantic cache: cross-encoder missing, verifying with the logistic model")
-        if static_retriever:
-            return Verifier(
-                min_similarity=STATIC_FLOOR,
-                weights=dict(STATIC_WEIGHTS),
-                bias=STATIC_BIAS,
-                decision=STATIC_DECISION,
-            )
-        return Verifier()
+        return logistic_verifier(STATIC_MODEL_NAME if static_retriever else model)
+    static_retriever = static_retriever or model == STATIC_MODEL_NAME
     floor = DEFAULT_PAIR_FLOOR_STATIC if static_retriever else DEFAULT_PAIR_FLOOR
     return Verifier(min_similarity=floor, pair_model=ce, pair_decision=DEFAULT_PAIR_DECISION)
 
@@ -817,7 +853,9 @@ class _Partition:
 class SemanticCache:
     """Paraphrase-tolerant cache of ``chat.completion`` responses (in process).
 
-    ``embedder`` defaults to ``keel.ml.embeddings.get_embedder("qint8")`` (loaded on first use).
+    ``embedder`` defaults to the ``encoder``'s (:data:`ENCODERS`; loaded on first use): the
+    distilled 3-layer MiniLM (``"minilm-l3"``), the six-layer int8 one (``"minilm"``) or the
+    static token table (``"static"``); the verifier's default fit follows the encoder.
     ``ttl_s`` is the default time to live; ``max_entries`` bounds each partition (the oldest
     entries go first). ``top_k`` candidates are verified per lookup, best first. ``stats``
     counts hits, misses, rejections by reason and stores.
@@ -835,6 +873,7 @@ class SemanticCache:
         self,
         embedder: TextEmbedder | None = None,
         *,
+        encoder: str = DEFAULT_ENCODER,
         verifier: Verifier | None = None,
         ttl_s: float = 3600.0,
         max_entries: int = 100_000,
@@ -846,7 +885,12 @@ class SemanticCache:
         max_bytes: int = 256 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if encoder not in ENCODERS:
+            raise ValueError(
+                f"unknown semantic cache encoder {encoder!r}: one of {', '.join(ENCODERS)}"
+            )
         self._embedder = embedder
+        self.encoder = encoder
         self.max_partitions = max_partitions
         self.max_total_entries = max_total_entries
         self.max_bytes = max_bytes
@@ -874,22 +918,36 @@ class SemanticCache:
         """The verifier; by default the cross-encoder one, loaded on first use (with a logged
         fallback to the logistic verifier when its model file is missing)."""
         if self._verifier is None:
+            embedder = self.embedder  # the fit depends on which encoder actually loaded
             with self._lock:
                 if self._verifier is None:
-                    static = getattr(self._embedder, "model", "") == STATIC_MODEL_NAME
-                    self._verifier = default_verifier(static_retriever=static)
+                    self._verifier = default_verifier(model=getattr(embedder, "model", None))
         return self._verifier
 
     @verifier.setter
     def verifier(self, value: Verifier) -> None:
         self._verifier = value
 
-    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+    @property
+    def embedder(self) -> TextEmbedder:
+        """The query encoder: the one passed in, else the ``encoder``'s (loaded on first use)."""
         if self._embedder is None:
-            from keel.ml.embeddings import get_embedder
+            variant = ENCODERS[self.encoder]
+            if variant is None:
+                from keel.ml.static_embeddings import StaticEmbedder
 
-            self._embedder = get_embedder("qint8")
-        return self._embedder.embed(list(texts))
+                emb: TextEmbedder = StaticEmbedder()
+            else:
+                from keel.ml.embeddings import get_embedder
+
+                emb = get_embedder(variant)  # type: ignore[arg-type]
+            with self._lock:
+                if self._embedder is None:
+                    self._embedder = emb
+        return self._embedder
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embedder.embed(list(texts))
 
     # -- synchronous core (usable without an event loop)
 
@@ -1089,7 +1147,15 @@ class SemanticCache:
 
 
 SEMANTIC_CACHE_KEYS = frozenset(
-    {"max_entries", "max_partitions", "max_total_entries", "max_bytes", "top_k", "nprobe"}
+    {
+        "max_entries",
+        "max_partitions",
+        "max_total_entries",
+        "max_bytes",
+        "top_k",
+        "nprobe",
+        "encoder",
+    }
 )
 
 
@@ -1110,7 +1176,18 @@ def build_semantic_cache(config: dict[str, Any] | None = None) -> SemanticCache:
             f"unknown key(s) in gateway.semantic_cache: {', '.join(sorted(unknown))}",
             hint=f"known keys: {', '.join(sorted(SEMANTIC_CACHE_KEYS))}",
         )
-    kw: dict[str, int] = {}
+    kw: dict[str, Any] = {}
+    if "encoder" in cfg:
+        encoder = cfg.pop("encoder")
+        if not isinstance(encoder, str) or encoder not in ENCODERS:
+            raise ConfigError(
+                f"gateway.semantic_cache.encoder must be one of {', '.join(ENCODERS)}, "
+                f"not {encoder!r}",
+                hint="minilm (default): six layers, the most hits; minilm-l3: about half the "
+                "CPU per lookup, ~25 % fewer hits; static: ~0.1 ms, fewer still "
+                "(docs/bench-cache.md)",
+            )
+        kw["encoder"] = encoder
     for key, value in cfg.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"gateway.semantic_cache.{key} must be a positive integer")

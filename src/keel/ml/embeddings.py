@@ -12,12 +12,13 @@ Nothing is downloaded. The model is loaded lazily, once per process, behind a lo
 Vectors are L2-normalised, so a dot product is the cosine similarity. A small LRU cache keeps
 recently embedded texts (evaluators often embed the same context many times).
 
-Two builds of the same model: ``get_embedder()`` runs the packaged file (int8 storage, float
-compute; every evaluator was calibrated on it), ``get_embedder("qint8")`` a dynamically
-quantized derivative made at install time by ``tools/build_minilm_qint8.py`` (int8 compute,
-attention fused, ~2.5x less CPU per query, vectors at cosine 0.983-0.995 to the packaged
-ones). The semantic cache, which embeds on the request path, uses the second; without the
-derived file it falls back to the packaged one and logs it once.
+Three builds: ``get_embedder()`` runs the packaged file (int8 storage, float compute; every
+evaluator was calibrated on it), ``get_embedder("qint8")`` a dynamically quantized derivative
+made at install time by ``tools/build_minilm_qint8.py`` (int8 compute, attention fused, ~2.5x
+less CPU per query, vectors at cosine 0.983-0.995 to the packaged ones), and
+``get_embedder("l3")`` a 3-layer student distilled from the model (:mod:`keel.ml.cache_encoder`,
+about half the CPU of ``qint8`` again). Without its derived file a build falls back to the
+next one (``l3`` → ``qint8`` → packaged) and logs it once; ``Embedder.model`` names what runs.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ QINT8_MODEL_NAME = "all-MiniLM-L6-v2-qint8"
 DIMENSIONS = 384
 # made by tools/build_minilm_qint8.py (make install); not in git
 QINT8_PATH = Path(__file__).resolve().parents[1] / "assets" / "minilm-l6-qint8.onnx"
-Variant = Literal["packaged", "qint8"]
+Variant = Literal["packaged", "qint8", "l3"]
 _log = logging.getLogger("keel.ml")
 MAX_TOKENS = 256
 _INSTALL_HINT = (
@@ -77,6 +78,22 @@ class Embedder:
         self._tok = minilm_tokenizer(max_tokens, pad=True)
         self.model = MODEL_NAME
         session: Any = None
+        if variant == "l3":
+            from keel.ml import cache_encoder
+
+            try:
+                session = onnx_session(str(cache_encoder.ensure_built()), threads)
+                self.model = cache_encoder.MODEL_NAME
+            except Exception as e:
+                _log.warning(
+                    "the distilled 3-layer MiniLM (%s) could not be built or loaded (%s: %s): "
+                    "using the six-layer int8 build, ~2x the CPU per text "
+                    "(rebuild it: python -m keel.ml.cache_encoder --force)",
+                    cache_encoder.BUILT_PATH.name,
+                    type(e).__name__,
+                    e,
+                )
+                variant = "qint8"
         if variant == "qint8":
             why = "is missing"
             if QINT8_PATH.exists():

@@ -132,6 +132,18 @@ def reference_logits(
     """The network in numpy (float32): what the ONNX graph computes before int8."""
     import numpy as np
 
+    x = reference_hidden(weights, emb, ids, mask, types)
+    m = mask[..., None].astype(np.float32)
+    pooled = (x * m).sum(1) / np.maximum(m.sum(1), 1.0)
+    return (pooled @ weights["head_w"] + weights["head_b"]).reshape(-1)
+
+
+def reference_hidden(
+    weights: dict[str, Any], emb: dict[str, Any], ids: Any, mask: Any, types: Any
+) -> Any:
+    """The token states after the last layer (``[batch, seq, 384]``), numpy float32."""
+    import numpy as np
+
     seq = ids.shape[1]
     x = emb["word"][ids] + emb["position"][:seq][None] + emb["token_type"][types]
     x = _ln(x, emb["ln_g"], emb["ln_b"])
@@ -157,13 +169,14 @@ def reference_logits(
         h = x @ w("ff1_w") + w("ff1_b")
         h = (0.5 * h * (1.0 + erf(h / math.sqrt(2.0)))).astype(np.float32)
         x = _ln(h @ w("ff2_w") + w("ff2_b") + x, w("ln2_g"), w("ln2_b"))
-    m = mask[..., None].astype(np.float32)
-    pooled = (x * m).sum(1) / np.maximum(m.sum(1), 1.0)
-    return (pooled @ weights["head_w"] + weights["head_b"]).reshape(-1)
+    return x
 
 
-def _graph(weights: dict[str, Any], emb: dict[str, Any]) -> Any:
-    """The float ONNX model (fused operators, elementwise layer norms)."""
+def _graph(weights: dict[str, Any], emb: dict[str, Any], *, output: str = "logit") -> Any:
+    """The float ONNX model (fused operators, elementwise layer norms). ``output="logit"``:
+    mean pooling and the linear head, output ``logit [batch]``; ``"hidden"``: the token states
+    after the last layer, output ``last_hidden_state [batch, seq, 384]`` (as the packaged
+    MiniLM's, which :class:`keel.ml.embeddings.Embedder` pools)."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -238,6 +251,42 @@ def _graph(weights: dict[str, Any], emb: dict[str, Any]) -> Any:
         h = node("MatMul", [h, const(p + "ff2_w", w("ff2_w"))], p + "ff2")
         h = node("Add", [h, const(p + "ff2_b", w("ff2_b"))], p + "ff2_bias")
         x = layernorm(node("Add", [h, x], p + "res2"), w("ln2_g"), w("ln2_b"), p + "ln2_")
+    if output == "hidden":
+        node("Identity", [x], "last_hidden_state")
+        out_info = ("last_hidden_state", ["batch", "seq", HIDDEN])
+    else:
+        _pool_head(node, const, x, weights)
+        out_info = ("logit", ["batch"])
+
+    def io(name: str, elem: int, shape: list[Any]) -> Any:
+        return helper.make_tensor_value_info(name, elem, shape)
+
+    graph = helper.make_graph(
+        nodes,
+        "keel_grounding_ce" if output == "logit" else "keel_minilm_encoder",
+        [
+            io(n, TensorProto.INT64, ["batch", "seq"])
+            for n in ("input_ids", "attention_mask", "token_type_ids")
+        ],
+        [io(out_info[0], TensorProto.FLOAT, out_info[1])],
+        inits,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+        producer_name="keel",
+    )
+    model.ir_version = 8
+    decompose_layernorms(model)
+    onnx.checker.check_model(model)
+    return model
+
+
+def _pool_head(node: Any, const: Any, x: str, weights: dict[str, Any]) -> None:
+    """Mean pooling over the mask, then the linear head: output ``logit``."""
+    import numpy as np
+    from onnx import TensorProto
+
     m = node(
         "Unsqueeze",
         [
@@ -258,29 +307,6 @@ def _graph(weights: dict[str, Any], emb: dict[str, Any]) -> Any:
     z_ = node("MatMul", [pooled, const("head_w", weights["head_w"].astype(np.float32))], "head")
     z_ = node("Add", [z_, const("head_b", weights["head_b"].astype(np.float32))], "head_bias")
     node("Reshape", [z_, const("flat", np.array([-1]))], "logit")
-
-    def io(name: str, elem: int, shape: list[Any]) -> Any:
-        return helper.make_tensor_value_info(name, elem, shape)
-
-    graph = helper.make_graph(
-        nodes,
-        "keel_grounding_ce",
-        [
-            io(n, TensorProto.INT64, ["batch", "seq"])
-            for n in ("input_ids", "attention_mask", "token_type_ids")
-        ],
-        [io("logit", TensorProto.FLOAT, ["batch"])],
-        inits,
-    )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
-        producer_name="keel",
-    )
-    model.ir_version = 8
-    decompose_layernorms(model)
-    onnx.checker.check_model(model)
-    return model
 
 
 CHECK_PAIRS = [
