@@ -47,10 +47,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tools"))
 
 from halueval import load  # noqa: E402
-
-from keel.ml.grounding_model import packaged_embeddings  # noqa: E402
+from train_grounding_nli import freeze_packaged_embeddings, pack_layers  # noqa: E402
 
 KEEP_LAYERS = (0, 3, 5)
 # HaluEval rows read (all 10,000 of each file: the cache encoder is not a grounding model, so
@@ -129,38 +129,6 @@ def perturb(t: str, others: list[str], rng: random.Random) -> str:
     return " ".join(words)
 
 
-def pack_weights(layers: Any, np: Any) -> dict[str, Any]:
-    """The student's layers as keel.ml.grounding_model reads them (no head): matrices
-    ``[in, out]`` int8 with one float32 scale per output column, biases and norms float32."""
-    out: dict[str, Any] = {}
-
-    def mat(name: str, w: Any) -> None:
-        scale = np.abs(w).max(0, keepdims=True) / 127.0
-        scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
-        out[name + ".q"] = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
-        out[name + ".scale"] = scale
-
-    def t(p: Any) -> Any:
-        return p.detach().cpu().numpy().astype(np.float32)
-
-    for i, layer in enumerate(layers):
-        att = layer.attention
-        q, k, v = att.self.query, att.self.key, att.self.value
-        mat(f"l{i}.qkv_w", np.concatenate([t(q.weight).T, t(k.weight).T, t(v.weight).T], axis=1))
-        out[f"l{i}.qkv_b"] = np.concatenate([t(q.bias), t(k.bias), t(v.bias)])
-        mat(f"l{i}.ao_w", t(att.output.dense.weight).T)
-        out[f"l{i}.ao_b"] = t(att.output.dense.bias)
-        out[f"l{i}.ln1_g"] = t(att.output.LayerNorm.weight)
-        out[f"l{i}.ln1_b"] = t(att.output.LayerNorm.bias)
-        mat(f"l{i}.ff1_w", t(layer.intermediate.dense.weight).T)
-        out[f"l{i}.ff1_b"] = t(layer.intermediate.dense.bias)
-        mat(f"l{i}.ff2_w", t(layer.output.dense.weight).T)
-        out[f"l{i}.ff2_b"] = t(layer.output.dense.bias)
-        out[f"l{i}.ln2_g"] = t(layer.output.LayerNorm.weight)
-        out[f"l{i}.ln2_b"] = t(layer.output.LayerNorm.bias)
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -209,16 +177,9 @@ def main() -> None:
     keep = [int(x) for x in args.layers.split(",")]
     student.encoder.layer = torch.nn.ModuleList([student.encoder.layer[i] for i in keep])
     student.config.num_hidden_layers = len(keep)
-    emb = packaged_embeddings()
-    e = student.embeddings
-    with torch.no_grad():
-        e.word_embeddings.weight.copy_(torch.from_numpy(emb["word"]))
-        e.position_embeddings.weight.copy_(torch.from_numpy(emb["position"]))
-        e.token_type_embeddings.weight.copy_(torch.from_numpy(emb["token_type"]))
-        e.LayerNorm.weight.copy_(torch.from_numpy(emb["ln_g"]))
-        e.LayerNorm.bias.copy_(torch.from_numpy(emb["ln_b"]))
     for p in student.parameters():
         p.requires_grad_(False)
+    freeze_packaged_embeddings(student.embeddings, torch)
     for layer in student.encoder.layer:
         for p in layer.parameters():
             p.requires_grad_(True)
@@ -291,7 +252,7 @@ def main() -> None:
         (tv[:1000] * tv[1000:2000]).sum(-1).numpy(),
         (sv[:1000] * sv[1000:2000]).sum(-1).numpy(),
     )
-    np.savez_compressed(args.asset, **pack_weights(student.encoder.layer, np))
+    np.savez_compressed(args.asset, **pack_layers(student.encoder.layer, np))
     figures = {
         "val_cos_to_teacher_mean": round(float(cos.mean()), 4),
         "val_cos_to_teacher_p01": round(float(np.quantile(cos, 0.01)), 4),

@@ -253,9 +253,22 @@ def build(args: argparse.Namespace) -> tuple[list[Example], list[Example]]:
     return data[n_val:], data[:n_val]
 
 
-def pack_weights(model: Any, np: Any) -> dict[str, Any]:
-    """The trained layers and head as keel.ml.grounding_model reads them: matrices as
-    ``[in, out]`` int8 with one float32 scale per output column, biases and norms float32."""
+def freeze_packaged_embeddings(e: Any, torch: Any) -> None:
+    """Set a BERT embeddings module to the packaged int8 MiniLM's tables and freeze it."""
+    emb = packaged_embeddings()
+    with torch.no_grad():
+        e.word_embeddings.weight.copy_(torch.from_numpy(emb["word"]))
+        e.position_embeddings.weight.copy_(torch.from_numpy(emb["position"]))
+        e.token_type_embeddings.weight.copy_(torch.from_numpy(emb["token_type"]))
+        e.LayerNorm.weight.copy_(torch.from_numpy(emb["ln_g"]))
+        e.LayerNorm.bias.copy_(torch.from_numpy(emb["ln_b"]))
+    for prm in e.parameters():
+        prm.requires_grad_(False)
+
+
+def pack_layers(layers: Any, np: Any) -> dict[str, Any]:
+    """Transformer layers as keel.ml.grounding_model reads them: matrices as ``[in, out]`` int8
+    with one float32 scale per output column, biases and norms float32 (``l{i}.*``)."""
     out: dict[str, Any] = {}
 
     def mat(name: str, w: Any) -> None:  # w: [in, out] float32
@@ -267,34 +280,29 @@ def pack_weights(model: Any, np: Any) -> dict[str, Any]:
     def t(p: Any) -> Any:
         return p.detach().cpu().numpy().astype(np.float32)
 
-    for i, layer in enumerate(model.bert.encoder.layer):
+    for i, layer in enumerate(layers):
         att = layer.attention
-        mat(
-            f"l{i}.qkv_w",
-            np.concatenate(
-                [t(att.self.query.weight).T, t(att.self.key.weight).T, t(att.self.value.weight).T],
-                axis=1,
-            ),
-        )
-        out[f"l{i}.qkv_b"] = np.concatenate(
-            [t(att.self.query.bias), t(att.self.key.bias), t(att.self.value.bias)]
-        )
+        q, k, v = att.self.query, att.self.key, att.self.value
+        mat(f"l{i}.qkv_w", np.concatenate([t(q.weight).T, t(k.weight).T, t(v.weight).T], axis=1))
+        out[f"l{i}.qkv_b"] = np.concatenate([t(q.bias), t(k.bias), t(v.bias)])
         mat(f"l{i}.ao_w", t(att.output.dense.weight).T)
         out[f"l{i}.ao_b"] = t(att.output.dense.bias)
-        out[f"l{i}.ln1_g"], out[f"l{i}.ln1_b"] = (
-            t(att.output.LayerNorm.weight),
-            t(att.output.LayerNorm.bias),
-        )
+        out[f"l{i}.ln1_g"] = t(att.output.LayerNorm.weight)
+        out[f"l{i}.ln1_b"] = t(att.output.LayerNorm.bias)
         mat(f"l{i}.ff1_w", t(layer.intermediate.dense.weight).T)
         out[f"l{i}.ff1_b"] = t(layer.intermediate.dense.bias)
         mat(f"l{i}.ff2_w", t(layer.output.dense.weight).T)
         out[f"l{i}.ff2_b"] = t(layer.output.dense.bias)
-        out[f"l{i}.ln2_g"], out[f"l{i}.ln2_b"] = (
-            t(layer.output.LayerNorm.weight),
-            t(layer.output.LayerNorm.bias),
-        )
-    out["head_w"] = t(model.head.weight).T
-    out["head_b"] = t(model.head.bias)
+        out[f"l{i}.ln2_g"] = t(layer.output.LayerNorm.weight)
+        out[f"l{i}.ln2_b"] = t(layer.output.LayerNorm.bias)
+    return out
+
+
+def pack_weights(model: Any, np: Any) -> dict[str, Any]:
+    """The trained layers (:func:`pack_layers`) and the head (float32, ``[in, out]``)."""
+    out = pack_layers(model.bert.encoder.layer, np)
+    out["head_w"] = model.head.weight.detach().cpu().numpy().astype(np.float32).T
+    out["head_b"] = model.head.bias.detach().cpu().numpy().astype(np.float32)
     return out
 
 
@@ -346,16 +354,7 @@ def main() -> None:
     base.config.num_hidden_layers = args.layers
     # Embeddings: the packaged int8 MiniLM's tables, frozen, so that the committed weights file
     # needs only the layers (keel.ml.grounding_model rebuilds the graph from both).
-    emb = packaged_embeddings()
-    e = base.embeddings
-    with torch.no_grad():
-        e.word_embeddings.weight.copy_(torch.from_numpy(emb["word"]))
-        e.position_embeddings.weight.copy_(torch.from_numpy(emb["position"]))
-        e.token_type_embeddings.weight.copy_(torch.from_numpy(emb["token_type"]))
-        e.LayerNorm.weight.copy_(torch.from_numpy(emb["ln_g"]))
-        e.LayerNorm.bias.copy_(torch.from_numpy(emb["ln_b"]))
-    for prm in e.parameters():
-        prm.requires_grad_(False)
+    freeze_packaged_embeddings(base.embeddings, torch)
 
     class CrossEncoder(torch.nn.Module):
         def __init__(self) -> None:

@@ -20,11 +20,8 @@ paraphrase benchmark it was held to).
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import threading
-import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -94,58 +91,31 @@ def build_model(
     write it to ``out`` (default BUILT_PATH; atomically, with a ``.build`` stamp) only if its
     vectors agree with the float reference (:func:`check`). Returns the lowest cosine; raises
     ``ValueError`` below MIN_COSINE (nothing is written then)."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     from keel.ml.grounding_model import _graph, load_weights, packaged_embeddings
-    from keel.ml.onnx_rewrite import quiet_root_logger
+    from keel.ml.onnx_rewrite import write_int8_checked
 
     out = Path(out) if out is not None else BUILT_PATH
     weights = load_weights(weights_path or asset_path())
     emb = packaged_embeddings(packaged_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(f"{out.name}.{os.getpid()}.{threading.get_ident()}.part")
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
-        onnx.save(_graph(weights, emb, output="hidden"), str(fp32))
-        with quiet_root_logger():
-            quantize_dynamic(
-                str(fp32),
-                str(part),
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                extra_options={
-                    "MatMulConstBOnly": True,
-                    "DefaultTensorType": onnx.TensorProto.FLOAT,
-                },
-            )
-    try:
+
+    def accept(part: Path) -> float:
         cos = check(part, weights, emb)
         if cos < MIN_COSINE:
             raise ValueError(
                 f"built cache encoder's vectors are at cosine {cos:.3f} to its reference "
                 f"(at least {MIN_COSINE} expected)"
             )
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    part.replace(out)
-    out.with_name(out.name + ".build").write_text(RECIPE + "\n")
-    return cos
+        return cos
+
+    return write_int8_checked(_graph(weights, emb, output="hidden"), out, RECIPE, accept)
 
 
 def is_current(out: Path | None = None) -> bool:
     """Whether ``out`` (default BUILT_PATH) was built by this RECIPE from the committed layers
     as they are now."""
-    out = out if out is not None else BUILT_PATH
-    stamp = out.with_name(out.name + ".build")
-    try:
-        return (
-            stamp.read_text().strip() == RECIPE
-            and out.stat().st_mtime >= asset_path().stat().st_mtime
-        )
-    except OSError:
-        return False
+    from keel.ml.onnx_rewrite import is_current_build
+
+    return is_current_build(out if out is not None else BUILT_PATH, RECIPE, asset_path())
 
 
 def ensure_built() -> Path:
@@ -163,22 +133,17 @@ def main(argv: list[str]) -> int:
     """``python -m keel.ml.cache_encoder [--force]`` (run by ``make install``): build the
     semantic cache's encoder unless it is current. Never fails the install: without it the
     cache embeds with the six-layer MiniLM (slower per query)."""
-    if "--force" not in argv and is_current():
-        return 0
-    t0 = time.perf_counter()
-    try:
-        cos = build_model()
-    except ImportError as e:
-        print(f"cache encoder: skipped ({e})", file=sys.stderr)
-        return 0
-    except Exception as e:
-        print(f"cache encoder: not built ({type(e).__name__}: {e})", file=sys.stderr)
-        return 0
-    print(
-        f"cache encoder: built {BUILT_PATH.name} in {time.perf_counter() - t0:.1f}s "
-        f"(lowest cosine to the float reference {cos:.4f})"
+    from keel.ml.onnx_rewrite import install_main
+
+    return install_main(
+        argv,
+        "cache encoder",
+        is_current,
+        build_model,
+        BUILT_PATH.name,
+        "lowest cosine to the float reference {:.4f}",
+        'encoder = "minilm-l3" will use the six-layer MiniLM',
     )
-    return 0
 
 
 if __name__ == "__main__":

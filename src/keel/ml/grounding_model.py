@@ -21,11 +21,7 @@ by the evidence (segment B).
 from __future__ import annotations
 
 import math
-import os
 import sys
-import tempfile
-import threading
-import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -360,80 +356,47 @@ def build_model(
     only if it agrees with :func:`reference_logits` (:func:`check`). Returns the check's
     largest difference; raises ``ValueError`` if it is over MAX_LOGIT_DIFF (nothing is
     written then)."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from keel.ml.onnx_rewrite import quiet_root_logger
+    from keel.ml.onnx_rewrite import write_int8_checked
 
     out = Path(out) if out is not None else BUILT_PATH
     weights = load_weights(weights_path)
     emb = packaged_embeddings(packaged_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(f"{out.name}.{os.getpid()}.{threading.get_ident()}.part")
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
-        onnx.save(_graph(weights, emb), str(fp32))
-        with quiet_root_logger():
-            quantize_dynamic(
-                str(fp32),
-                str(part),
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                # the contrib ops' outputs have no inferred type; they are all float
-                extra_options={
-                    "MatMulConstBOnly": True,
-                    "DefaultTensorType": onnx.TensorProto.FLOAT,
-                },
-            )
-    try:
+
+    def accept(part: Path) -> float:
         diff = check(part, weights, emb)
         if diff > MAX_LOGIT_DIFF:
             raise ValueError(
                 f"built grounding model differs from its reference by {diff:.3f} logits "
                 f"(limit {MAX_LOGIT_DIFF})"
             )
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    part.replace(out)
-    out.with_name(out.name + ".build").write_text(RECIPE + "\n")
-    return diff
+        return diff
+
+    return write_int8_checked(_graph(weights, emb), out, RECIPE, accept)
 
 
 def is_current(out: Path | None = None) -> bool:
     """Whether ``out`` (default BUILT_PATH) was built by this RECIPE from the committed weights
     as they are now."""
-    out = out if out is not None else BUILT_PATH
-    stamp = out.with_name(out.name + ".build")
-    try:
-        return (
-            stamp.read_text().strip() == RECIPE
-            and out.stat().st_mtime >= asset_path().stat().st_mtime
-        )
-    except OSError:
-        return False
+    from keel.ml.onnx_rewrite import is_current_build
+
+    return is_current_build(out if out is not None else BUILT_PATH, RECIPE, asset_path())
 
 
 def main(argv: list[str]) -> int:
     """``python -m keel.ml.grounding_model [--force]`` (run by ``make install``): build the
     shipped grounding model unless it is current. Never fails the install: without the
     ``local`` extra, or if the build fails its check, Groundedness uses the lexical scorer."""
-    if "--force" not in argv and is_current():
-        return 0
-    t0 = time.perf_counter()
-    try:
-        diff = build_model()
-    except ImportError as e:
-        print(f"grounding model: skipped ({e}); Groundedness will be lexical only", file=sys.stderr)
-        return 0
-    except Exception as e:
-        print(f"grounding model: not built ({type(e).__name__}: {e})", file=sys.stderr)
-        return 0
-    print(
-        f"grounding model: built {BUILT_PATH.name} in {time.perf_counter() - t0:.1f}s "
-        f"(largest logit difference from the float reference {diff:.3f})"
+    from keel.ml.onnx_rewrite import install_main
+
+    return install_main(
+        argv,
+        "grounding model",
+        is_current,
+        build_model,
+        BUILT_PATH.name,
+        "largest logit difference from the float reference {:.3f}",
+        "Groundedness will be lexical only",
     )
-    return 0
 
 
 if __name__ == "__main__":

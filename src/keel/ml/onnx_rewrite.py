@@ -1,15 +1,105 @@
-"""Rewrites of ONNX graphs shared by the install-time model builds (tools/build_minilm_qint8.py
-for the semantic cache's MiniLM, :mod:`keel.ml.grounding_model` for Groundedness's
-cross-encoder). Needs ``onnx`` and ``numpy`` (the ``local`` extra) when called."""
+"""Rewrites of ONNX graphs and the checked int8 write shared by the install-time model builds
+(tools/build_minilm_qint8.py for the semantic cache's MiniLM, :mod:`keel.ml.grounding_model`
+for Groundedness's cross-encoder, :mod:`keel.ml.cache_encoder` for the cache's distilled
+encoder). Needs ``onnx`` and ``numpy`` (the ``local`` extra) when called."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-__all__ = ["decompose_layernorms", "quiet_root_logger"]
+__all__ = [
+    "decompose_layernorms",
+    "install_main",
+    "is_current_build",
+    "quiet_root_logger",
+    "write_int8_checked",
+]
+
+
+def install_main(
+    argv: list[str],
+    label: str,
+    is_current: Callable[[], bool],
+    build: Callable[[], float],
+    built_name: str,
+    figure: str,
+    without: str,
+) -> int:
+    """The ``python -m ... [--force]`` entry point of an install-time build (``make install``
+    runs it): build unless current, print what was built and how well it agrees with its float
+    reference (``figure`` formats the check's number). Never fails the install: a missing extra
+    or a refused build prints why (``without``: what the user gets instead) and returns 0."""
+    import sys
+    import time
+
+    if "--force" not in argv and is_current():
+        return 0
+    t0 = time.perf_counter()
+    try:
+        value = build()
+    except ImportError as e:
+        print(f"{label}: skipped ({e}); {without}", file=sys.stderr)
+        return 0
+    except Exception as e:
+        print(f"{label}: not built ({type(e).__name__}: {e}); {without}", file=sys.stderr)
+        return 0
+    print(
+        f"{label}: built {built_name} in {time.perf_counter() - t0:.1f}s ({figure.format(value)})"
+    )
+    return 0
+
+
+def write_int8_checked(model: Any, out: Path, recipe: str, check: Callable[[Path], float]) -> float:
+    """Quantise the float ONNX ``model`` to int8 (weights per output channel, weight matmuls
+    only, activations per run), run ``check`` on the quantised file, then move it to ``out``
+    atomically beside a ``.build`` stamp holding ``recipe``. ``check`` returns a figure of
+    agreement with the float network (returned here) or raises to refuse the build: nothing is
+    written then."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_name(f"{out.name}.{os.getpid()}.{threading.get_ident()}.part")
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        onnx.save(model, str(fp32))
+        with quiet_root_logger():
+            quantize_dynamic(
+                str(fp32),
+                str(part),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                # the contrib ops' outputs have no inferred type; they are all float
+                extra_options={
+                    "MatMulConstBOnly": True,
+                    "DefaultTensorType": onnx.TensorProto.FLOAT,
+                },
+            )
+    try:
+        figure = check(part)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    part.replace(out)
+    out.with_name(out.name + ".build").write_text(recipe + "\n")
+    return figure
+
+
+def is_current_build(out: Path, recipe: str, source: Path) -> bool:
+    """Whether ``out`` was built by ``recipe`` (its ``.build`` stamp) after ``source`` (the
+    committed weights it is built from) last changed."""
+    stamp = out.with_name(out.name + ".build")
+    try:
+        return stamp.read_text().strip() == recipe and out.stat().st_mtime >= source.stat().st_mtime
+    except OSError:
+        return False
 
 
 @contextmanager
