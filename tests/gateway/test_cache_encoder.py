@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -177,3 +178,56 @@ def test_config_picks_the_encoder_and_rejects_unknown_ones(
             sc.build_semantic_cache({"encoder": bad})
     with pytest.raises(ValueError, match="unknown semantic cache encoder"):
         sc.SemanticCache(encoder="minilm-l12")
+
+
+def test_gateway_serves_a_paraphrase_from_the_distilled_encoder_and_says_so(
+    keel_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """keel.toml picks the encoder; a paraphrase is served from the cache through the real
+    server and SDK, and the span names the encoder beside the similarity."""
+    import os
+    import time
+
+    import openai
+
+    from keel.storage.spans import SpanFilter
+
+    monkeypatch.delenv("KEEL_CACHE_PAIR_MODEL", raising=False)
+    k = keel_server(
+        {
+            "semantic_cache": {"encoder": "minilm-l3"},
+            "routes": {
+                "faq": {
+                    "targets": [{"provider": "fake", "model": "fake:echo"}],
+                    "cache": {"semantic": True, "ttl_s": 60},
+                }
+            },
+        }
+    )
+    client = openai.OpenAI(base_url=k.v1, api_key=k.secret, max_retries=0)
+
+    def ask(text: str, **kw: Any) -> str:
+        r = client.chat.completions.create(
+            model="faq", messages=[{"role": "user", "content": text}], **kw
+        )
+        return r.choices[0].message.content or ""
+
+    first = ask("How do I reset my password?")
+    assert first == "How do I reset my password?"  # fake:echo answered
+    tid = os.urandom(16).hex()
+    tp = {"traceparent": f"00-{tid}-{os.urandom(8).hex()}-01"}
+    assert ask("How can I reset my password?", extra_headers=tp) == first  # from the cache
+    assert ask("How do I delete my account?") == "How do I delete my account?"  # not a hit
+    sc_ = k.app.state.keel.extras["gateway"].semantic_cache
+    assert sc_.embedder.model == CE.MODEL_NAME and sc_.stats["hits"] == 1
+    proj = k.store.projects.find_project_by_name("gw-test")
+    deadline = time.time() + 10
+    items: list[Any] = []
+    while not items and time.time() < deadline:
+        items = k.store.spans.list_spans(proj.id, SpanFilter(trace_id=tid)).items
+        time.sleep(0.1)
+    assert items, "the cached answer's span was not stored"
+    attrs = items[0].attributes
+    assert attrs.get("keel.cache.hit") is True
+    assert attrs.get("keel.cache.encoder") == CE.MODEL_NAME
+    assert 0.8 <= float(attrs["keel.cache.similarity"]) <= 1.0

@@ -73,6 +73,7 @@ class CacheHit:
 
     response: Body
     similarity: float | None = None
+    encoder: str | None = None  # the semantic cache's query encoder (its cosines differ)
 
 
 @dataclass(slots=True)
@@ -89,6 +90,7 @@ class Decision:
     retries: int = 0
     cache_hit: bool = False
     cache_similarity: float | None = None
+    cache_encoder: str | None = None
     mirror_target: str | None = None
     guardrails: list[dict[str, Any]] = field(default_factory=list)
     input_tokens: int | None = None

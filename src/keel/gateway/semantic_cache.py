@@ -992,7 +992,11 @@ class SemanticCache:
             for (e, sim), v in zip(live, verdicts, strict=False):
                 if v.ok:
                     self.stats["hits"] += 1
-                    return CacheHit(response=orjson.loads(e.response), similarity=sim)
+                    return CacheHit(
+                        response=orjson.loads(e.response),
+                        similarity=sim,
+                        encoder=getattr(self._embedder, "model", None),
+                    )
                 self.stats["reject_" + v.reason] = self.stats.get("reject_" + v.reason, 0) + 1
             self.stats["misses"] += 1
         return None

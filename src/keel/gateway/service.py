@@ -257,6 +257,7 @@ class Gateway:
             if hit is not None:
                 ctx.decision.cache_hit = True
                 ctx.decision.cache_similarity = hit.similarity
+                ctx.decision.cache_encoder = hit.encoder
                 return hit.response
         return None
 

@@ -44,6 +44,7 @@ ATTR_HOP_ERRORS = "keel.route.fallback_errors"
 ATTR_RETRIES = "keel.route.retries"
 ATTR_CACHE_HIT = "keel.cache.hit"
 ATTR_CACHE_SIMILARITY = "keel.cache.similarity"
+ATTR_CACHE_ENCODER = "keel.cache.encoder"
 ATTR_MIRROR = "keel.route.mirror_target"
 ATTR_GUARDRAILS = "keel.guardrails.verdicts"
 ATTR_COST = "keel.cost.usd"
@@ -226,6 +227,8 @@ def build_span(p: Pending, service: str = "keel-gateway") -> tuple[Span, LlmCall
         attrs[ATTR_HOP_ERRORS] = list(d.errors)
     if d.cache_similarity is not None:
         attrs[ATTR_CACHE_SIMILARITY] = d.cache_similarity
+    if d.cache_encoder:
+        attrs[ATTR_CACHE_ENCODER] = d.cache_encoder
     if d.mirror_target:
         attrs[ATTR_MIRROR] = d.mirror_target
     if d.input_tokens is not None:
