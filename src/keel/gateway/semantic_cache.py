@@ -854,8 +854,9 @@ class SemanticCache:
     """Paraphrase-tolerant cache of ``chat.completion`` responses (in process).
 
     ``embedder`` defaults to the ``encoder``'s (:data:`ENCODERS`; loaded on first use): the
-    distilled 3-layer MiniLM (``"minilm-l3"``), the six-layer int8 one (``"minilm"``) or the
-    static token table (``"static"``); the verifier's default fit follows the encoder.
+    six-layer int8 MiniLM (``"minilm"``, the default: the most hits), a 3-layer one distilled
+    from it (``"minilm-l3"``: about half the CPU per lookup, ~25 % fewer hits) or the static
+    token table (``"static"``); the verifier's default fit follows the encoder that loaded.
     ``ttl_s`` is the default time to live; ``max_entries`` bounds each partition (the oldest
     entries go first). ``top_k`` candidates are verified per lookup, best first. ``stats``
     counts hits, misses, rejections by reason and stores.

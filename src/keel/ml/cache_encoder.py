@@ -14,8 +14,10 @@ vectors); ``make install`` runs it (``python -m keel.ml.cache_encoder``), and
 ``make install``). Output ``last_hidden_state [batch, seq, 384]``, like the packaged model's:
 :class:`keel.ml.embeddings.Embedder` pools and normalises it.
 
-Half the layers is about half the CPU per query (docs/bench-cache.md has the figures and the
-paraphrase benchmark it was held to).
+Half the layers is about half the CPU per query, but three layers judge paraphrase less well
+(QQP: ~25 % fewer duplicates served at the same false-hit rate), so the cache embeds with it
+only when asked (``[gateway.semantic_cache] encoder = "minilm-l3"``); docs/bench-cache.md has
+the figures.
 """
 
 from __future__ import annotations
@@ -131,8 +133,8 @@ def ensure_built() -> Path:
 
 def main(argv: list[str]) -> int:
     """``python -m keel.ml.cache_encoder [--force]`` (run by ``make install``): build the
-    semantic cache's encoder unless it is current. Never fails the install: without it the
-    cache embeds with the six-layer MiniLM (slower per query)."""
+    semantic cache's distilled encoder unless it is current. Never fails the install: without
+    it ``encoder = "minilm-l3"`` embeds with the six-layer MiniLM (slower per query)."""
     from keel.ml.onnx_rewrite import install_main
 
     return install_main(
