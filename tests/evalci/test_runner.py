@@ -104,7 +104,9 @@ def test_rate_limit_per_provider():
     s2 = _store_with_run()
     t0 = time.monotonic()
     run(s2, t, _rows(30), concurrency=30, rate_limits={"other": 1.0})
-    assert time.monotonic() - t0 < 0.4  # another provider's limit does not apply
+    # another provider's limit does not apply: at 1/s (bucket of 1) 30 rows would take 29 s;
+    # the bound leaves room for a loaded CI machine (the run itself is ~0.1 s)
+    assert time.monotonic() - t0 < 5.0
 
 
 def test_python_target_captures_spans_for_each_row():
