@@ -88,11 +88,16 @@ def test_writer_prepares_queued_bodies_while_another_process_holds_the_lock(tmp_
     other = os.open(f"{db}-keel-write.lock", os.O_RDWR | os.O_CREAT)
     decoded: list[int] = []
     all_decoded = threading.Event()
+    queued = threading.Event()
 
     def body(i: int):
         raw = encode_protobuf(agent_trace(f"held{i}"))
 
         def decode() -> DecodedBatch:
+            if i == 0:
+                # the writer reaches the lock only once 1 and 2 are queued: a writer that finds
+                # nothing to prepare blocks on the lock (CI once ran it ahead of the submits)
+                assert queued.wait(10)
             out = decode_request(raw, PB)
             decoded.append(i)
             if len(decoded) == 3:
@@ -106,6 +111,7 @@ def test_writer_prepares_queued_bodies_while_another_process_holds_the_lock(tmp_
         # body 0 fills a batch on its own (estimate 8 of 8); 1 and 2 queue behind it
         futs = [w.submit_decode(body(0), estimate=8)]
         futs += [w.submit_decode(body(i), estimate=4) for i in (1, 2)]
+        queued.set()
         assert all_decoded.wait(10), decoded  # bodies 1 and 2 decoded while the lock was held
         assert not any(f.done() for f in futs)
         assert store.spans.count_spans() == 0
